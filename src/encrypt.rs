@@ -1,0 +1,333 @@
+//! RFC 8291 message encryption (`aes128gcm`, RFC 8188) for one subscription.
+//!
+//! The per-push work is one P-256 key generation, one ECDH, HKDF and AES-128-GCM, all through
+//! OpenSSL (the fastest P-256 on this platform). The record layer is written here rather than
+//! taken from `ece::encrypt` because that function always adds its own padding and picks salt and
+//! sender key itself, so it can neither pad to our size buckets nor reproduce RFC 8291 Appendix A;
+//! `ece` stays the receiving side (`decrypt`), an implementation independent of this one.
+
+use hkdf::Hkdf;
+use openssl::bn::BigNumContext;
+use openssl::derive::Deriver;
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::symm::{encrypt_aead, Cipher};
+use sha2::Sha256;
+use std::sync::OnceLock;
+
+use crate::subscription::{SubscriptionKeys, AUTH_LEN, P256DH_LEN};
+
+/// RFC 8030 says push services must accept 4096 bytes of body; nothing we send is larger.
+pub const MAX_BODY: usize = 4096;
+const SALT_LEN: usize = 16;
+const TAG_LEN: usize = 16;
+/// The `rs` header field. Our single record is always shorter, which marks it as the last; 4096
+/// is what browsers and RFC 8291's example use.
+const RECORD_SIZE: u32 = 4096;
+const HEADER_LEN: usize = SALT_LEN + 4 + 1 + P256DH_LEN;
+/// Record contents (plaintext, delimiter, padding) are padded up to one of these sizes, so the
+/// body's length tells an observer only which bucket the message fell into. The last bucket is
+/// the largest record that keeps the body within `MAX_BODY`.
+const RECORD_BUCKETS: [usize; 5] = [256, 512, 1024, 2048, MAX_BODY - HEADER_LEN - TAG_LEN];
+/// The longest plaintext that fits (one byte of each record is the padding delimiter).
+pub const MAX_PLAINTEXT: usize = MAX_BODY - HEADER_LEN - TAG_LEN - 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncryptError {
+    #[error("payload too large ({0} bytes, at most {MAX_PLAINTEXT})")]
+    TooLarge(usize),
+    #[error("p256dh is not a point on the P-256 curve")]
+    BadPublicKey,
+    #[error("subscriber private key is invalid")]
+    BadPrivateKey,
+    #[error("body is not a valid aes128gcm message")]
+    Decrypt,
+    #[error("cryptographic library failure")]
+    Crypto,
+}
+
+impl From<openssl::error::ErrorStack> for EncryptError {
+    fn from(_: openssl::error::ErrorStack) -> Self {
+        EncryptError::Crypto
+    }
+}
+
+fn p256_group() -> Result<&'static EcGroup, EncryptError> {
+    static GROUP: OnceLock<Option<EcGroup>> = OnceLock::new();
+    GROUP
+        .get_or_init(|| EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).ok())
+        .as_ref()
+        .ok_or(EncryptError::Crypto)
+}
+
+/// The record size for a plaintext: the smallest bucket that holds it and its delimiter.
+fn record_len_for(plaintext_len: usize) -> Result<usize, EncryptError> {
+    RECORD_BUCKETS
+        .iter()
+        .copied()
+        .find(|bucket| plaintext_len < *bucket)
+        .ok_or(EncryptError::TooLarge(plaintext_len))
+}
+
+/// Encrypts `plaintext` for the subscription with a fresh sender key and salt.
+pub fn encrypt(keys: &SubscriptionKeys, plaintext: &[u8]) -> Result<Vec<u8>, EncryptError> {
+    let record_len = record_len_for(plaintext.len())?;
+    let sender = EcKey::generate(p256_group()?)?;
+    let mut salt = [0u8; SALT_LEN];
+    openssl::rand::rand_bytes(&mut salt)?;
+    encrypt_record(&sender, &salt, keys, plaintext, record_len)
+}
+
+/// The deterministic core: RFC 8291 section 3.4 key derivation and one RFC 8188 record of
+/// `record_len` bytes of content (plaintext, the 0x02 delimiter, zero padding).
+pub(crate) fn encrypt_record(
+    sender: &EcKey<Private>,
+    salt: &[u8; SALT_LEN],
+    keys: &SubscriptionKeys,
+    plaintext: &[u8],
+    record_len: usize,
+) -> Result<Vec<u8>, EncryptError> {
+    if plaintext.len() + 1 > record_len || HEADER_LEN + record_len + TAG_LEN > MAX_BODY {
+        return Err(EncryptError::TooLarge(plaintext.len()));
+    }
+    let group = p256_group()?;
+    let mut ctx = BigNumContext::new()?;
+    let ua_point = EcPoint::from_bytes(group, &keys.p256dh, &mut ctx)
+        .map_err(|_| EncryptError::BadPublicKey)?;
+    let ua_key =
+        EcKey::from_public_key(group, &ua_point).map_err(|_| EncryptError::BadPublicKey)?;
+    ua_key.check_key().map_err(|_| EncryptError::BadPublicKey)?;
+    let as_public =
+        sender
+            .public_key()
+            .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
+
+    let ecdh_secret = {
+        let ours = PKey::from_ec_key(sender.clone())?;
+        let theirs = PKey::from_ec_key(ua_key)?;
+        let mut deriver = Deriver::new(&ours)?;
+        deriver.set_peer(&theirs)?;
+        deriver.derive_to_vec()?
+    };
+
+    let (cek, nonce) =
+        derive_cek_and_nonce(&ecdh_secret, &keys.auth, &keys.p256dh, &as_public, salt)?;
+
+    let mut record = Vec::with_capacity(record_len);
+    record.extend_from_slice(plaintext);
+    record.push(0x02);
+    record.resize(record_len, 0);
+    let mut tag = [0u8; TAG_LEN];
+    let ciphertext = encrypt_aead(
+        Cipher::aes_128_gcm(),
+        &cek,
+        Some(&nonce),
+        &[],
+        &record,
+        &mut tag,
+    )?;
+
+    let mut body = Vec::with_capacity(HEADER_LEN + ciphertext.len() + TAG_LEN);
+    body.extend_from_slice(salt);
+    body.extend_from_slice(&RECORD_SIZE.to_be_bytes());
+    body.push(P256DH_LEN as u8);
+    body.extend_from_slice(&as_public);
+    body.extend_from_slice(&ciphertext);
+    body.extend_from_slice(&tag);
+    Ok(body)
+}
+
+fn derive_cek_and_nonce(
+    ecdh_secret: &[u8],
+    auth: &[u8; AUTH_LEN],
+    ua_public: &[u8],
+    as_public: &[u8],
+    salt: &[u8; SALT_LEN],
+) -> Result<([u8; 16], [u8; 12]), EncryptError> {
+    let mut key_info = Vec::with_capacity(14 + 65 + 65);
+    key_info.extend_from_slice(b"WebPush: info\0");
+    key_info.extend_from_slice(ua_public);
+    key_info.extend_from_slice(as_public);
+    let mut ikm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(auth), ecdh_secret)
+        .expand(&key_info, &mut ikm)
+        .map_err(|_| EncryptError::Crypto)?;
+
+    let content = Hkdf::<Sha256>::new(Some(salt), &ikm);
+    let mut cek = [0u8; 16];
+    content
+        .expand(b"Content-Encoding: aes128gcm\0", &mut cek)
+        .map_err(|_| EncryptError::Crypto)?;
+    let mut nonce = [0u8; 12];
+    content
+        .expand(b"Content-Encoding: nonce\0", &mut nonce)
+        .map_err(|_| EncryptError::Crypto)?;
+    Ok((cek, nonce))
+}
+
+/// Decrypts a body as the subscriber would (with `ece`, independent of `encrypt` above).
+/// `ua_private` is the subscriber's 32-byte private scalar.
+pub fn decrypt(ua_private: &[u8], auth: &[u8], body: &[u8]) -> Result<Vec<u8>, EncryptError> {
+    if auth.len() != AUTH_LEN {
+        return Err(EncryptError::Decrypt);
+    }
+    // `ece::decrypt` panics on a key it cannot import, so the key is checked first.
+    let secret =
+        p256::SecretKey::from_slice(ua_private).map_err(|_| EncryptError::BadPrivateKey)?;
+    let public = {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        secret
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    };
+    let components = ece::EcKeyComponents::new(ua_private.to_vec(), public);
+    ece::decrypt(&components, auth, body).map_err(|_| EncryptError::Decrypt)
+}
+
+/// The sender key of a body, for tests and tools that want to look at the header.
+#[cfg(test)]
+pub(crate) fn sender_key_from_scalar(scalar: &[u8]) -> Result<EcKey<Private>, EncryptError> {
+    let group = p256_group()?;
+    let d = openssl::bn::BigNum::from_slice(scalar)?;
+    let mut ctx = BigNumContext::new()?;
+    let mut public = EcPoint::new(group)?;
+    public.mul_generator2(group, &d, &mut ctx)?;
+    Ok(EcKey::from_private_components(group, &d, &public)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::b64;
+
+    fn subscriber() -> (Vec<u8>, SubscriptionKeys) {
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).expect("scalar");
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let point = secret.public_key().to_encoded_point(false);
+        let mut p256dh = [0u8; 65];
+        p256dh.copy_from_slice(point.as_bytes());
+        (
+            secret.to_bytes().to_vec(),
+            SubscriptionKeys {
+                p256dh,
+                auth: [9u8; 16],
+            },
+        )
+    }
+
+    #[test]
+    fn round_trips_and_pads_to_buckets() {
+        let (private, keys) = subscriber();
+        for (len, body_len) in [
+            (0, 256),
+            (100, 256),
+            (255, 256),
+            (256, 512),
+            (3000, MAX_BODY),
+            (MAX_PLAINTEXT, MAX_BODY),
+        ] {
+            let plaintext = vec![b'x'; len];
+            let body = encrypt(&keys, &plaintext).expect("encrypt");
+            let expected = if body_len == MAX_BODY {
+                MAX_BODY
+            } else {
+                HEADER_LEN + body_len + TAG_LEN
+            };
+            assert_eq!(body.len(), expected, "plaintext of {len} bytes");
+            assert_eq!(
+                decrypt(&private, &keys.auth, &body).expect("decrypt"),
+                plaintext
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_cannot_fit() {
+        let (_, keys) = subscriber();
+        let err = encrypt(&keys, &vec![0u8; MAX_PLAINTEXT + 1]).unwrap_err();
+        assert_eq!(err, EncryptError::TooLarge(MAX_PLAINTEXT + 1));
+    }
+
+    #[test]
+    fn refuses_a_point_off_the_curve() {
+        let (_, mut keys) = subscriber();
+        keys.p256dh[64] ^= 1;
+        assert_eq!(
+            encrypt(&keys, b"{}").unwrap_err(),
+            EncryptError::BadPublicKey
+        );
+    }
+
+    #[test]
+    fn decrypt_refuses_garbage_without_panicking() {
+        let (private, keys) = subscriber();
+        assert_eq!(
+            decrypt(&private, &keys.auth, b"short").unwrap_err(),
+            EncryptError::Decrypt
+        );
+        assert_eq!(
+            decrypt(&[0u8; 32], &keys.auth, b"").unwrap_err(),
+            EncryptError::BadPrivateKey
+        );
+        assert_eq!(
+            decrypt(&[1u8; 5], &keys.auth, b"").unwrap_err(),
+            EncryptError::BadPrivateKey
+        );
+        assert_eq!(
+            decrypt(&private, &[0u8; 3], b"").unwrap_err(),
+            EncryptError::Decrypt
+        );
+        let mut body = encrypt(&keys, b"{}").expect("encrypt");
+        let last = body.len() - 1;
+        body[last] ^= 1;
+        assert_eq!(
+            decrypt(&private, &keys.auth, &body).unwrap_err(),
+            EncryptError::Decrypt
+        );
+    }
+
+    /// RFC 8291 Appendix A, byte for byte: the same sender key and salt give the same body.
+    #[test]
+    fn reproduces_rfc8291_appendix_a() {
+        let vector: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/vectors/rfc8291-appendix-a.json"))
+                .expect("json");
+        let field = |name: &str| b64::decode(vector[name].as_str().expect(name)).expect(name);
+        let sender = sender_key_from_scalar(&field("as_private")).expect("sender key");
+        let salt: [u8; SALT_LEN] = field("salt").try_into().expect("salt");
+        let keys = SubscriptionKeys {
+            p256dh: field("ua_public").try_into().expect("ua_public"),
+            auth: field("auth_secret").try_into().expect("auth"),
+        };
+        let plaintext = vector["plaintext_utf8"]
+            .as_str()
+            .expect("plaintext")
+            .as_bytes();
+        let body =
+            encrypt_record(&sender, &salt, &keys, plaintext, plaintext.len() + 1).expect("encrypt");
+        assert_eq!(b64::encode(&body), vector["body"].as_str().expect("body"));
+        assert_eq!(
+            decrypt(&field("ua_private"), &keys.auth, &body).expect("decrypt"),
+            plaintext
+        );
+    }
+
+    #[test]
+    fn sender_key_helper_matches_public_point() {
+        let scalar = b64::decode("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw").expect("b64");
+        let key = sender_key_from_scalar(&scalar).expect("key");
+        let group = p256_group().expect("group");
+        let mut ctx = BigNumContext::new().expect("ctx");
+        let public = key
+            .public_key()
+            .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .expect("bytes");
+        assert_eq!(
+            b64::encode(&public),
+            "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8"
+        );
+    }
+}

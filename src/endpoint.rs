@@ -1,0 +1,363 @@
+//! Push endpoints are chosen by whoever holds an account, so they are checked before they are
+//! stored and again before every request: scheme, shape, host allow-list, and (here, for literal
+//! addresses; in `guard` for resolved ones) whether the address is public.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use ureq::http::Uri;
+
+pub const MAX_ENDPOINT_LEN: usize = 2048;
+
+/// Which endpoints may be contacted.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPolicy {
+    /// Allows `http://` and loopback or private addresses: tests and private push services only.
+    pub allow_insecure: bool,
+    /// When set, the only host names allowed: exact names or `*.suffix` patterns.
+    pub hosts: Option<Vec<String>>,
+}
+
+/// Why an endpoint was refused, split the way the enable IQ answers: malformed input is a
+/// `bad-request`, a well-formed URL that policy refuses is `not-acceptable`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum EndpointError {
+    #[error("endpoint is missing")]
+    Missing,
+    #[error("endpoint is longer than {MAX_ENDPOINT_LEN} bytes")]
+    TooLong,
+    #[error("endpoint is not an absolute URL")]
+    NotAbsoluteUrl,
+    #[error("endpoint must not contain user information")]
+    HasUserInfo,
+    #[error("endpoint must use https")]
+    NotHttps,
+    #[error("endpoint host is not a public address")]
+    NotPublic,
+    #[error("endpoint host is not in web_push_endpoint_hosts")]
+    HostNotAllowed,
+}
+
+impl EndpointError {
+    /// The XMPP stanza error condition for this refusal.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            EndpointError::Missing
+            | EndpointError::TooLong
+            | EndpointError::NotAbsoluteUrl
+            | EndpointError::HasUserInfo => "bad-request",
+            EndpointError::NotHttps | EndpointError::NotPublic | EndpointError::HostNotAllowed => {
+                "not-acceptable"
+            }
+        }
+    }
+}
+
+/// A parsed endpoint that passed the policy.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub uri: Uri,
+    /// `scheme://host[:port]`, the VAPID audience (RFC 8292 section 2: no path, no trailing slash).
+    pub origin: String,
+    pub host: String,
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// The host as an address when it is an IP literal (`[v6]` or dotted v4).
+fn literal_address(host: &str) -> Option<IpAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse().ok()
+}
+
+fn host_matches(host: &str, pattern: &str) -> bool {
+    let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => host == pattern,
+    }
+}
+
+impl EndpointPolicy {
+    pub fn check(&self, text: &str) -> Result<Endpoint, EndpointError> {
+        if text.trim().is_empty() {
+            return Err(EndpointError::Missing);
+        }
+        if text.len() > MAX_ENDPOINT_LEN {
+            return Err(EndpointError::TooLong);
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EndpointError::NotAbsoluteUrl);
+        }
+        let uri: Uri = text.parse().map_err(|_| EndpointError::NotAbsoluteUrl)?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or(EndpointError::NotAbsoluteUrl)?
+            .to_ascii_lowercase();
+        let authority = uri.authority().ok_or(EndpointError::NotAbsoluteUrl)?;
+        if authority.as_str().contains('@') {
+            return Err(EndpointError::HasUserInfo);
+        }
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(EndpointError::NotAbsoluteUrl);
+        }
+        match scheme.as_str() {
+            "https" => {}
+            "http" if self.allow_insecure => {}
+            "http" => return Err(EndpointError::NotHttps),
+            _ => return Err(EndpointError::NotAbsoluteUrl),
+        }
+        if !self.allow_insecure {
+            if let Some(address) = literal_address(&host) {
+                if !is_public(address) {
+                    return Err(EndpointError::NotPublic);
+                }
+            } else if host == "localhost" || host.ends_with(".localhost") {
+                return Err(EndpointError::NotPublic);
+            }
+        }
+        if let Some(allowed) = &self.hosts {
+            if !allowed.iter().any(|pattern| host_matches(&host, pattern)) {
+                return Err(EndpointError::HostNotAllowed);
+            }
+        }
+        let origin = match authority.port_u16() {
+            Some(port) if port != default_port(&scheme) => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        };
+        Ok(Endpoint { uri, origin, host })
+    }
+}
+
+/// Whether an address is public unicast: everything that is not loopback, private, link-local,
+/// shared (CGNAT), multicast, unspecified, documentation, benchmarking, reserved, or an IPv6 form
+/// that embeds or translates to IPv4 (mapped, compatible, 6to4, NAT64, Teredo).
+pub fn is_public(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(address: Ipv4Addr) -> bool {
+    let [a, b, c, _] = address.octets();
+    let refused = a == 0                                   // "this network"
+        || a == 10                                         // private
+        || (a == 100 && (64..128).contains(&b))            // shared address space (CGNAT)
+        || a == 127                                        // loopback
+        || (a == 169 && b == 254)                          // link-local
+        || (a == 172 && (16..32).contains(&b))             // private
+        || (a == 192 && b == 0 && c == 0)                  // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)                  // TEST-NET-1
+        || (a == 192 && b == 88 && c == 99)                // 6to4 relay anycast
+        || (a == 192 && b == 168)                          // private
+        || (a == 198 && (b == 18 || b == 19))              // benchmarking
+        || (a == 198 && b == 51 && c == 100)               // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113)                // TEST-NET-3
+        || a >= 224; // multicast, reserved, broadcast
+    !refused
+}
+
+fn is_public_v6(address: Ipv6Addr) -> bool {
+    let segments = address.segments();
+    // Only global unicast (2000::/3) can be public at all.
+    if segments[0] & 0xe000 != 0x2000 {
+        return false;
+    }
+    let refused = match segments[0] {
+        // 2001::/23 (Teredo, ORCHID and other protocol assignments) and 2001:db8::/32
+        // (documentation).
+        0x2001 => segments[1] < 0x0200 || segments[1] == 0x0db8,
+        // 6to4, which embeds an IPv4 address of any kind.
+        0x2002 => true,
+        // 3fff::/20, documentation.
+        first => first & 0xfff0 == 0x3ff0,
+    };
+    !refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> EndpointPolicy {
+        EndpointPolicy::default()
+    }
+
+    #[test]
+    fn origin_is_the_vapid_audience() {
+        let check = |url: &str| strict().check(url).expect(url).origin;
+        assert_eq!(
+            check("https://fcm.googleapis.com/fcm/send/abc"),
+            "https://fcm.googleapis.com"
+        );
+        assert_eq!(
+            check("https://Push.Example.NET:443/x"),
+            "https://push.example.net"
+        );
+        assert_eq!(
+            check("https://push.example.net:8443/x?y=1"),
+            "https://push.example.net:8443"
+        );
+        assert_eq!(
+            check("https://push.example.net./x"),
+            "https://push.example.net"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_https_url() {
+        let err = |url: &str| strict().check(url).unwrap_err();
+        assert_eq!(err(""), EndpointError::Missing);
+        assert_eq!(err("/relative/path"), EndpointError::NotAbsoluteUrl);
+        assert_eq!(err("push.example.net/x"), EndpointError::NotAbsoluteUrl);
+        assert_eq!(
+            err("ftp://push.example.net/x"),
+            EndpointError::NotAbsoluteUrl
+        );
+        assert_eq!(
+            err("https://push.example.net/a b"),
+            EndpointError::NotAbsoluteUrl
+        );
+        assert_eq!(err("http://push.example.net/x"), EndpointError::NotHttps);
+        assert_eq!(
+            err("https://user:pw@push.example.net/x"),
+            EndpointError::HasUserInfo
+        );
+        assert_eq!(
+            err(&format!("https://push.example.net/{}", "a".repeat(3000))),
+            EndpointError::TooLong
+        );
+        assert_eq!(
+            err("http://push.example.net/x").condition(),
+            "not-acceptable"
+        );
+        assert_eq!(err("nonsense").condition(), "bad-request");
+    }
+
+    #[test]
+    fn refuses_literal_addresses_that_are_not_public() {
+        for url in [
+            "https://127.0.0.1/x",
+            "https://10.1.2.3/x",
+            "https://[::1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "https://[fd00::1]/x",
+            "https://[fe80::1]/x",
+            "https://169.254.169.254/latest",
+            "https://100.64.0.1/x",
+            "https://localhost/x",
+            "https://a.localhost/x",
+            "https://0.0.0.0/x",
+        ] {
+            assert_eq!(
+                strict().check(url).unwrap_err(),
+                EndpointError::NotPublic,
+                "{url}"
+            );
+        }
+        assert!(strict().check("https://8.8.8.8/x").is_ok());
+        assert!(strict().check("https://[2a00:1450:4001::1]/x").is_ok());
+    }
+
+    #[test]
+    fn insecure_mode_allows_loopback_http() {
+        let policy = EndpointPolicy {
+            allow_insecure: true,
+            hosts: None,
+        };
+        assert_eq!(
+            policy
+                .check("http://127.0.0.1:8080/push/1")
+                .expect("ok")
+                .origin,
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn host_allow_list() {
+        let policy = EndpointPolicy {
+            allow_insecure: false,
+            hosts: Some(vec!["fcm.googleapis.com".into(), "*.push.apple.com".into()]),
+        };
+        assert!(policy
+            .check("https://fcm.googleapis.com/fcm/send/x")
+            .is_ok());
+        assert!(policy.check("https://web.push.apple.com/x").is_ok());
+        assert!(policy.check("https://a.b.push.apple.com/x").is_ok());
+        for url in [
+            "https://push.apple.com/x",
+            "https://evilpush.apple.com/x",
+            "https://fcm.googleapis.com.evil.net/x",
+        ] {
+            assert_eq!(
+                policy.check(url).unwrap_err(),
+                EndpointError::HostNotAllowed,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn classifies_addresses() {
+        let public = [
+            "1.1.1.1",
+            "8.8.4.4",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.0.1.1",
+            "2606:4700::1111",
+        ];
+        let private = [
+            "0.1.2.3",
+            "10.0.0.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.1",
+            "169.254.1.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "100::1",
+            "2001::1",
+            "2001:db8::1",
+            "2002:808:808::1",
+            "3fff::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+        ];
+        for a in public {
+            assert!(is_public(a.parse().expect(a)), "{a} should be public");
+        }
+        for a in private {
+            assert!(!is_public(a.parse().expect(a)), "{a} should not be public");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The address check made at connect time. The resolver's answer is what the connector dials, so
+//! filtering it here leaves no window between check and use for DNS rebinding to slip through.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+use crate::endpoint::is_public;
+
+/// Marks the I/O error returned when every resolved address was refused, so the sender can tell
+/// a policy refusal from a network failure.
+#[derive(Debug)]
+pub struct NoPublicAddress;
+
+impl fmt::Display for NoPublicAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("endpoint resolves to no public address")
+    }
+}
+
+impl std::error::Error for NoPublicAddress {}
+
+/// Whether a `ureq` error is this guard's refusal.
+pub fn is_refusal(error: &ureq::Error) -> bool {
+    matches!(error, ureq::Error::Io(io_error)
+        if io_error.get_ref().is_some_and(|inner| inner.is::<NoPublicAddress>()))
+}
+
+/// Looks names up with `inner` and keeps only public addresses (all of them when insecure
+/// endpoints are allowed).
+#[derive(Debug)]
+pub struct PublicAddressResolver {
+    inner: Box<dyn Resolver>,
+    allow_insecure: bool,
+}
+
+impl PublicAddressResolver {
+    pub fn new(allow_insecure: bool) -> Self {
+        Self::with_inner(Box::new(DefaultResolver::default()), allow_insecure)
+    }
+
+    /// With another name lookup, for tests that make names resolve where they need.
+    pub fn with_inner(inner: Box<dyn Resolver>, allow_insecure: bool) -> Self {
+        Self {
+            inner,
+            allow_insecure,
+        }
+    }
+}
+
+impl Resolver for PublicAddressResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut addresses = self.inner.resolve(uri, config, timeout)?;
+        if self.allow_insecure {
+            return Ok(addresses);
+        }
+        let mut kept = 0;
+        for index in 0..addresses.len() {
+            let address: SocketAddr = addresses[index];
+            if is_public(address.ip()) {
+                addresses[kept] = address;
+                kept += 1;
+            }
+        }
+        if kept == 0 {
+            return Err(ureq::Error::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                NoPublicAddress,
+            )));
+        }
+        addresses.truncate(kept);
+        Ok(addresses)
+    }
+}

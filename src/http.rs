@@ -1,0 +1,194 @@
+//! One POST to a push service (RFC 8030 section 5) and the reading of its answer.
+
+use std::io::Read;
+use std::time::Duration;
+use ureq::unversioned::resolver::Resolver;
+use ureq::unversioned::transport::DefaultConnector;
+use ureq::{Agent, Body};
+
+use crate::guard::{self, PublicAddressResolver};
+use crate::outcome::{parse_retry_after, unix_now, Outcome};
+
+/// Push services answer with a few bytes of JSON at most; anything longer is not read.
+const MAX_ANSWER_BYTES: u64 = 4096;
+const MAX_REASON_CHARS: usize = 120;
+
+/// RFC 8030 section 5.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    VeryLow,
+    Low,
+    Normal,
+    High,
+}
+
+impl Urgency {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "very-low" => Some(Urgency::VeryLow),
+            "low" => Some(Urgency::Low),
+            "normal" => Some(Urgency::Normal),
+            "high" => Some(Urgency::High),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::VeryLow => "very-low",
+            Urgency::Low => "low",
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        }
+    }
+}
+
+/// A Topic (RFC 8030 section 5.4) as every push service accepts it: 1-32 of `[A-Za-z0-9]`.
+pub fn valid_topic(topic: &str) -> bool {
+    (1..=32).contains(&topic.len()) && topic.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// What one request needs besides the encrypted body.
+pub struct PushHeaders<'a> {
+    pub authorization: &'a str,
+    pub ttl: u32,
+    pub urgency: Option<Urgency>,
+    pub topic: Option<&'a str>,
+}
+
+/// The push service's answer, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub retry_after: Option<u64>,
+    pub reason: String,
+}
+
+pub struct HttpClient {
+    agent: Agent,
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration, allow_insecure: bool) -> Self {
+        Self::with_resolver(timeout, PublicAddressResolver::new(allow_insecure))
+    }
+
+    pub fn with_resolver(timeout: Duration, resolver: impl Resolver) -> Self {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::NativeTls)
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            // An environment proxy would connect on our behalf, past the address check.
+            .proxy(None)
+            .tls_config(tls)
+            .timeout_global(Some(timeout))
+            .timeout_resolve(Some(timeout))
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_send_body(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout))
+            .max_idle_connections_per_host(4)
+            .max_idle_age(Duration::from_secs(60))
+            .user_agent(concat!("mod_web_push/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self {
+            agent: Agent::with_parts(config, DefaultConnector::default(), resolver),
+        }
+    }
+
+    pub fn post(&self, endpoint: &str, headers: &PushHeaders<'_>, body: &[u8]) -> Answer {
+        let mut request = self
+            .agent
+            .post(endpoint)
+            .header("TTL", headers.ttl.to_string())
+            .header("Content-Encoding", "aes128gcm")
+            .header("Content-Type", "application/octet-stream")
+            .header("Authorization", headers.authorization);
+        if let Some(urgency) = headers.urgency {
+            request = request.header("Urgency", urgency.as_str());
+        }
+        if let Some(topic) = headers.topic {
+            request = request.header("Topic", topic);
+        }
+        match request.send(body) {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, unix_now()));
+                let outcome = Outcome::from_status(status);
+                let reason = if outcome == Outcome::Delivered {
+                    String::new()
+                } else {
+                    read_reason(response.body_mut())
+                };
+                Answer {
+                    outcome,
+                    status: Some(status),
+                    retry_after,
+                    reason,
+                }
+            }
+            Err(error) => failure(&error),
+        }
+    }
+}
+
+/// The start of an error answer, as printable text, for the log.
+fn read_reason(body: &mut Body) -> String {
+    let mut bytes = Vec::new();
+    let reader = body.with_config().limit(MAX_ANSWER_BYTES).reader();
+    // A truncated or broken answer body still leaves the status to act on.
+    let _ = reader.take(MAX_ANSWER_BYTES).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .collect()
+}
+
+/// A request that got no answer. The reason names the kind of failure, never the URL.
+fn failure(error: &ureq::Error) -> Answer {
+    if guard::is_refusal(error) {
+        return Answer {
+            outcome: Outcome::Rejected,
+            status: None,
+            retry_after: None,
+            reason: "endpoint resolves to no public address".into(),
+        };
+    }
+    let reason = match error {
+        ureq::Error::Timeout(_) => "timed out".to_owned(),
+        ureq::Error::HostNotFound => "host not found".to_owned(),
+        ureq::Error::ConnectionFailed => "connection failed".to_owned(),
+        ureq::Error::Io(io_error) => format!("connection error ({:?})", io_error.kind()),
+        ureq::Error::Tls(_) => "TLS failure".to_owned(),
+        ureq::Error::NativeTls(_) => "TLS failure".to_owned(),
+        ureq::Error::Protocol(_) => "malformed HTTP answer".to_owned(),
+        ureq::Error::BadUri(_) => "bad endpoint URL".to_owned(),
+        _ => "request failed".to_owned(),
+    };
+    let outcome = if matches!(error, ureq::Error::BadUri(_)) {
+        Outcome::Rejected
+    } else {
+        Outcome::Network
+    };
+    Answer {
+        outcome,
+        status: None,
+        retry_after: None,
+        reason,
+    }
+}

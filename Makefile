@@ -1,0 +1,72 @@
+# mod_web_push: `make` builds build/mod_web_push/, `make test` runs every test.
+
+CARGO   ?= cargo
+LUA     ?= lua5.4
+BUSTED  ?= $(LUA) /usr/bin/busted
+DESTDIR ?=
+MODULES_DIR ?= /usr/local/lib/prosody/modules
+
+OUT := build/mod_web_push
+LIB := target/release/libweb_push.so
+
+# What building and the unit tests need; the end-to-end and browser suites install their own.
+BUILD_DEBS := libssl-dev pkg-config liblua5.4-dev
+TEST_DEBS  := lua5.4 lua-busted lua-check prosody python3-venv
+
+.PHONY: all deps test test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
+
+all: $(OUT)/web_push.so $(OUT)/mod_web_push.lua
+
+deps:
+	@tools/deps.sh $(BUILD_DEBS) $(TEST_DEBS)
+
+$(LIB): Cargo.toml Cargo.lock $(wildcard src/*.rs)
+	@tools/deps.sh $(BUILD_DEBS)
+	$(CARGO) build --release --locked
+
+$(OUT)/web_push.so: $(LIB)
+	@mkdir -p $(OUT)
+	cp $(LIB) $@
+
+$(OUT)/mod_web_push.lua: lua/mod_web_push.lua
+	@mkdir -p $(OUT)
+	cp lua/mod_web_push.lua $@
+
+test: deps all lint test-rust test-spec test-native test-e2e test-browser
+	@echo "make test: every suite passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	luacheck -q lua spec
+
+test-rust:
+	$(CARGO) test --release --locked
+
+test-spec: all
+	$(BUSTED) --lpath='spec/?.lua;spec/helpers/?.lua' spec
+
+# The native library's output checked by implementations not written here (http_ece, PyJWT).
+test-native: all
+	tests/native/run
+
+test-e2e: all
+	tests/e2e/run
+
+test-browser: all
+	tests/browser/run
+
+demo: all
+	tests/demo/run
+
+bench: all
+	bench/run
+
+install: all
+	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push
+	install -m 0644 $(OUT)/mod_web_push.lua $(DESTDIR)$(MODULES_DIR)/mod_web_push/mod_web_push.lua
+	install -m 0755 $(OUT)/web_push.so $(DESTDIR)$(MODULES_DIR)/mod_web_push/web_push.so
+	@echo "Installed into $(DESTDIR)$(MODULES_DIR)/mod_web_push"
+
+clean:
+	rm -rf build

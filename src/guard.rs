@@ -30,6 +30,19 @@ pub fn is_refusal(error: &ureq::Error) -> bool {
         if io_error.get_ref().is_some_and(|inner| inner.is::<NoPublicAddress>()))
 }
 
+/// Moves the public addresses to the front, in their order, and returns how many there are.
+fn move_public_to_front(addresses: &mut [SocketAddr]) -> usize {
+    let mut kept = 0;
+    for index in 0..addresses.len() {
+        let address = addresses[index];
+        if is_public(address.ip()) {
+            addresses[kept] = address;
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// Looks names up with `inner` and keeps only public addresses (all of them when insecure
 /// endpoints are allowed).
 #[derive(Debug)]
@@ -63,14 +76,7 @@ impl Resolver for PublicAddressResolver {
         if self.allow_insecure {
             return Ok(addresses);
         }
-        let mut kept = 0;
-        for index in 0..addresses.len() {
-            let address: SocketAddr = addresses[index];
-            if is_public(address.ip()) {
-                addresses[kept] = address;
-                kept += 1;
-            }
-        }
+        let kept = move_public_to_front(&mut addresses);
         if kept == 0 {
             return Err(ureq::Error::Io(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -79,5 +85,27 @@ impl Resolver for PublicAddressResolver {
         }
         addresses.truncate(kept);
         Ok(addresses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_public_addresses_in_order() {
+        let parse = |a: &str| a.parse::<SocketAddr>().expect(a);
+        let mut addresses = [
+            parse("127.0.0.1:443"),
+            parse("1.1.1.1:443"),
+            parse("[fd00::1]:443"),
+            parse("[2606:4700::1111]:443"),
+            parse("10.0.0.1:443"),
+        ];
+        assert_eq!(move_public_to_front(&mut addresses), 2);
+        assert_eq!(addresses[0], parse("1.1.1.1:443"));
+        assert_eq!(addresses[1], parse("[2606:4700::1111]:443"));
+        let mut private = [parse("192.168.0.1:443"), parse("[::1]:443")];
+        assert_eq!(move_public_to_front(&mut private), 0);
     }
 }

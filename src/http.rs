@@ -3,9 +3,10 @@
 use std::io::Read;
 use std::time::Duration;
 use ureq::unversioned::resolver::Resolver;
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 use ureq::{Agent, Body};
 
+use crate::deadline::DeadlineConnector;
 use crate::guard::{self, PublicAddressResolver};
 use crate::outcome::{parse_retry_after, unix_now, Outcome};
 
@@ -97,7 +98,11 @@ impl HttpClient {
             .user_agent(concat!("mod_web_push/", env!("CARGO_PKG_VERSION")))
             .build();
         Self {
-            agent: Agent::with_parts(config, DefaultConnector::default(), resolver),
+            agent: Agent::with_parts(
+                config,
+                DefaultConnector::default().chain(DeadlineConnector),
+                resolver,
+            ),
         }
     }
 

@@ -2,6 +2,7 @@
 //! Expected failures come back Lua-style as `nil, "message"`; see doc/native-api.md.
 
 pub mod b64;
+pub mod deadline;
 pub mod encrypt;
 pub mod endpoint;
 pub mod guard;

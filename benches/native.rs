@@ -1,0 +1,186 @@
+//! Per-push cost of the native core, and the sender's throughput against a push service on
+//! loopback. Run with `cargo bench --bench native` (add `-- --json` for machine-readable output).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use web_push::endpoint::EndpointPolicy;
+use web_push::http::Urgency;
+use web_push::keys::VapidKey;
+use web_push::sender::{Job, Preparer, Sender, SenderConfig};
+use web_push::subscription::SubscriptionKeys;
+use web_push::vapid::{unix_now, VapidSigner};
+
+const UA_PUBLIC: &str =
+    "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+/// The notification the module sends for an important message, as the peers get it too.
+const PAYLOAD: &[u8] =
+    br#"{"account":"juliet@capulet.lit","important":true,"message-count":1,"last-message-body":"New Message!"}"#;
+
+fn job(endpoint: &str) -> Job {
+    Job {
+        endpoint: endpoint.to_owned(),
+        keys: SubscriptionKeys::decode(UA_PUBLIC, AUTH).expect("keys"),
+        payload: PAYLOAD.to_vec(),
+        ttl: 86_400,
+        urgency: Some(Urgency::High),
+        topic: Some("juliet".into()),
+    }
+}
+
+/// Runs `work` on `threads` threads for about `seconds`; returns operations per second in all.
+fn rate(threads: usize, seconds: f64, work: impl Fn() + Sync) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let total: u64 = thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut count = 0u64;
+                    while Instant::now() < deadline {
+                        for _ in 0..16 {
+                            work();
+                        }
+                        count += 16;
+                    }
+                    count
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A push service on loopback that keeps connections alive and answers 201 at once.
+fn start_service() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
+
+fn serve(stream: TcpStream) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err()
+            || writer
+                .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn sender_rate(workers: usize, pushes: usize, port: u16) -> f64 {
+    let sender = Sender::start(SenderConfig {
+        key: VapidKey::generate().expect("key"),
+        subject: "mailto:bench@example.org".into(),
+        workers,
+        queue_size: pushes,
+        timeout: Duration::from_secs(10),
+        policy: EndpointPolicy {
+            allow_insecure: true,
+            hosts: None,
+        },
+    })
+    .expect("sender");
+    let endpoint = format!("http://127.0.0.1:{port}/push/bench");
+    let started = Instant::now();
+    for _ in 0..pushes {
+        sender.push(job(&endpoint)).expect("push");
+    }
+    let mut done = 0;
+    while done < pushes {
+        let results = sender.drain();
+        assert!(results.iter().all(|r| r.status == Some(201)), "{results:?}");
+        done += results.len();
+        if results.is_empty() {
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+    pushes as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let seconds: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+
+    let key = VapidKey::generate().expect("key");
+    let preparer = Preparer::new(&key, "mailto:bench@example.org", EndpointPolicy::default())
+        .expect("preparer");
+    let push = job("https://push.example.net/wpush/v2/bench");
+    let prepare = || {
+        preparer.prepare(&push).map(|_| ()).expect("prepare");
+    };
+    let one_core = rate(1, seconds, prepare);
+    let all_cores = rate(cores, seconds, prepare);
+
+    let signer = VapidSigner::new(&key, "mailto:bench@example.org").expect("signer");
+    let sign_rate = rate(1, seconds / 2.0, || {
+        signer
+            .sign("https://push.example.net", unix_now())
+            .expect("sign");
+    });
+
+    let port = start_service();
+    let pushes = (one_core * seconds) as usize;
+    let sender_one = sender_rate(1, pushes.max(1000), port);
+    let sender_all = sender_rate(cores, pushes.max(1000), port);
+
+    if json {
+        println!(
+            "{{\"cores\":{cores},\"prepare_per_sec_1\":{one_core:.1},\"prepare_per_sec_all\":{all_cores:.1},\"vapid_sign_per_sec\":{sign_rate:.1},\"sender_per_sec_1\":{sender_one:.1},\"sender_per_sec_all\":{sender_all:.1}}}"
+        );
+        return;
+    }
+    println!("mod_web_push native core, {cores} cores, {seconds} s per figure");
+    println!("| measure | per second | per push |");
+    println!("|---|---:|---:|");
+    let row = |name: &str, per_sec: f64| {
+        println!("| {name} | {per_sec:.0} | {:.1} µs |", 1e6 / per_sec);
+    };
+    row("encrypt + VAPID (cached), 1 thread", one_core);
+    row(
+        &format!("encrypt + VAPID (cached), {cores} threads"),
+        all_cores,
+    );
+    row("VAPID ES256 signature, uncached", sign_rate);
+    row("sender to loopback HTTP, 1 worker", sender_one);
+    row(
+        &format!("sender to loopback HTTP, {cores} workers"),
+        sender_all,
+    );
+    println!("scaling over {cores} threads: {:.2}x", all_cores / one_core);
+}

@@ -1,0 +1,121 @@
+"""Fixtures of the end-to-end suite. Which Prosody and which storage a run uses comes from the
+environment (tests/e2e/run sets them): E2E_PROSODY = 0.12 | 13, E2E_STORAGE = internal | sqlite |
+postgres."""
+
+import asyncio
+import inspect
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import procs  # noqa: E402
+from harness.paths import MODULE_DIR  # noqa: E402
+from harness.prosody import Prosody, installed_version  # noqa: E402
+from harness.pushservice import PushService  # noqa: E402
+from harness.storage import Backend, PostgresCluster, STORAGES  # noqa: E402
+
+VERSION = os.environ.get("E2E_PROSODY", "0.12")
+STORAGE = os.environ.get("E2E_STORAGE", "internal")
+# The longest any single test may take; every wait inside has its own, shorter, timeout.
+TEST_TIMEOUT = float(os.environ.get("E2E_TEST_TIMEOUT", "90"))
+
+assert STORAGE in STORAGES, f"E2E_STORAGE must be one of {STORAGES}"
+
+
+def pytest_report_header(config):
+    return f"mod_web_push e2e: Prosody {installed_version(VERSION)} ({VERSION}), storage {STORAGE}, module {MODULE_DIR}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "storage: exercises what the module keeps in storage (run for every back end)")
+    config.addinivalue_line("markers", "hardening: push service failures and floods")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs `async def` tests in a fresh event loop, bounded by TEST_TIMEOUT."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(asyncio.wait_for(pyfuncitem.obj(**kwargs), TEST_TIMEOUT))
+    finally:
+        # Whatever clients are left are cut: their server is about to stop anyway.
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=2))
+        loop.close()
+        asyncio.set_event_loop(None)
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    if STORAGE != "postgres":
+        yield None
+        return
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def push_service():
+    service = PushService()
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@pytest.fixture
+def make_prosody(tmp_path, pg_cluster, request):
+    """make_prosody(options={...}, users=("alice", "bob")) -> a started Prosody with those
+    accounts. Stopped after the test; its log must show no Lua error."""
+    started = []
+
+    def make(options=None, users=("alice", "bob"), modules=None, start=True):
+        workdir = tmp_path / f"prosody{len(started)}"
+        workdir.mkdir()
+        backend = Backend(STORAGE, str(workdir), pg_cluster)
+        prosody = Prosody(str(workdir), VERSION, backend.config, options, modules)
+        prosody.backend = backend
+        started.append(prosody)
+        for user in users:
+            prosody.register(user)
+        if start:
+            prosody.start()
+        return prosody
+
+    try:
+        yield make
+    finally:
+        problems = []
+        for prosody in started:
+            prosody.stop()
+            problems += prosody.lua_errors()
+            if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
+                sys.stderr.write(f"\n--- {prosody.log_path} (tail) ---\n{prosody.tail(60)}\n")
+        assert not problems, "Lua errors in Prosody's log:\n" + "\n".join(problems[:20])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call_failed = report.failed
+
+
+def pytest_sessionfinish(session, exitstatus):
+    procs.kill_all()

@@ -119,3 +119,14 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session, exitstatus):
     procs.kill_all()
+
+
+@pytest.fixture
+def world(make_prosody, push_service):
+    """world(options={...}) -> a World: a started Prosody with alice and bob, and the push service."""
+    from harness.scenario import World
+
+    def make(options=None, users=("alice", "bob"), **kwargs):
+        return World(make_prosody(options, users, **kwargs), push_service)
+
+    return make

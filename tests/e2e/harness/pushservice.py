@@ -2,6 +2,7 @@
 says (201 by default; or e.g. 410, 429 with Retry-After, 500, or a hang longer than the module's
 timeout)."""
 
+import asyncio
 import http.server
 import itertools
 import threading
@@ -82,6 +83,18 @@ class PushService:
                 if left <= 0:
                     raise AssertionError(f"expected {count} push request(s) within {timeout}s, got {len(got)}")
                 self._lock.wait(left)
+
+    async def arrivals(self, count, endpoint=None, timeout=10.0):
+        """wait_for() for async tests: the event loop (and so the XMPP clients) keeps running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                got = [r for r in self.requests if endpoint is None or endpoint.endswith(r.path)]
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} push request(s) within {timeout}s, got {len(got)}")
+            await asyncio.sleep(0.02)
 
     def settle(self, seconds=1.0):
         """Lets late requests arrive (to prove that no extra push comes)."""

@@ -1,0 +1,60 @@
+"""What most tests do: a Prosody with the module, the push service, clients, subscriptions, and
+waits for push requests that are then verified with the independent implementations."""
+
+import asyncio
+
+from . import webpush
+from .xmpp import connect, is_result
+
+# How long a test waits to be sure that no further push request comes.
+SETTLE = 1.5
+
+
+class World:
+    def __init__(self, prosody, push_service):
+        self.prosody = prosody
+        self.push = push_service
+        self.clients = []
+        self.secrets = []  # bodies and keys that must never appear in the module's log lines
+
+    async def client(self, user, **kwargs):
+        client = await connect(self.prosody, user, **kwargs)
+        self.clients.append(client)
+        return client
+
+    async def subscribe(self, client, *answers, endpoint=None):
+        """A browser-made subscription for a fresh endpoint, enabled from `client`."""
+        subscription = webpush.Subscription.new(endpoint or self.push.endpoint(*answers))
+        answer = await client.enable(subscription)
+        assert is_result(answer), f"enable refused: {answer.get('type')} {list(answer)}"
+        self.secrets += [subscription.p256dh, subscription.auth_b64]
+        return subscription
+
+    def send(self, sender, to, body=None, **kwargs):
+        if body:
+            self.secrets.append(body)
+        sender.message(to, body, **kwargs)
+
+    async def pushes(self, subscription, count=1, timeout=10):
+        return await self.push.arrivals(count, subscription.endpoint, timeout)
+
+    async def exactly(self, subscription, count, timeout=10, settle=SETTLE):
+        """Waits for `count` requests to the endpoint, then a while longer to see that no more come."""
+        if count:
+            await self.pushes(subscription, count, timeout)
+        await asyncio.sleep(settle)
+        got = self.push.requests_for(subscription.endpoint)
+        assert len(got) == count, f"expected exactly {count} push request(s), got {len(got)}"
+        return got
+
+    def verify(self, request, subscription, vapid_key, **kwargs):
+        kwargs.setdefault("subject", self.prosody.global_options()["web_push_vapid_subject"])
+        return webpush.verify(request, subscription, vapid_key, **kwargs)
+
+    async def close_all(self):
+        for client in self.clients:
+            await client.close()
+
+    def assert_nothing_leaked(self, extra=()):
+        leaked = self.prosody.leaked(list(self.secrets) + list(extra))
+        assert not leaked, f"the module logged {len(leaked)} secret value(s) (message text or keys)"

@@ -1,0 +1,101 @@
+"""A push service that misbehaves, and a flood: retries honour Retry-After and end in one delivery,
+a hanging service is cut at web_push_timeout without stalling Prosody, repeated client errors
+disable a subscription, and 200 messages give a bounded number of pushes while XMPP pings stay
+fast."""
+
+import asyncio
+import time
+
+import pytest
+
+from harness.pushservice import Answer
+
+BOB = "bob@localhost"
+pytestmark = pytest.mark.hardening
+
+
+async def offline_bob(w, *answers):
+    bob = await w.client("bob")
+    key = await bob.vapid_key()
+    subscription = await w.subscribe(bob, *answers)
+    await bob.close()
+    return subscription, key
+
+
+async def test_429_with_retry_after_is_retried_once_and_delivered(world):
+    w = world()
+    subscription, key = await offline_bob(w, Answer(429, {"Retry-After": "2"}))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "retry me")
+    first, second = await w.exactly(subscription, 2, timeout=15)
+    gap = second.received - first.received
+    assert gap >= 1.8, f"retried {gap:.2f}s after a Retry-After of 2s"
+    for request in (first, second):
+        assert w.verify(request, subscription, key).notification["account"] == BOB
+    await w.close_all()
+
+
+async def test_500_then_201_is_retried_and_delivered(world):
+    w = world()
+    subscription, key = await offline_bob(w, Answer(500))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "server trouble")
+    first, second = await w.exactly(subscription, 2, timeout=20)
+    assert (first.answered_with, second.answered_with) == (500, 201)
+    w.verify(second, subscription, key)
+    await w.close_all()
+
+
+async def test_hanging_push_service_is_cut_at_the_timeout(world):
+    w = world({"web_push_timeout": 2})
+    subscription, key = await offline_bob(w, Answer(201, delay=6))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "slow service")
+    [first] = await w.pushes(subscription, 1, timeout=5)
+    # While the request hangs, Prosody's own thread is free.
+    for _ in range(5):
+        assert await alice.ping() < 0.5
+        await asyncio.sleep(0.2)
+    # Cut at the timeout, then retried (a network error) and delivered.
+    first, second = await w.exactly(subscription, 2, timeout=25)
+    assert second.received - first.received >= 1.5, "retried before the timeout ran out"
+    w.verify(second, subscription, key)
+    await w.close_all()
+
+
+async def test_repeated_client_errors_disable_the_subscription(world):
+    w = world({"push_max_errors": 2})
+    subscription, _key = await offline_bob(w, Answer(400), Answer(400), Answer(400))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "one")
+    await w.pushes(subscription, 1)
+    w.send(alice, BOB, "two")
+    await w.pushes(subscription, 2)
+    await asyncio.sleep(0.5)
+    w.send(alice, BOB, "three")
+    await w.exactly(subscription, 2)
+    await w.close_all()
+
+
+async def test_flood_gives_bounded_pushes_and_prosody_stays_responsive(world):
+    w = world()
+    subscription, key = await offline_bob(w)
+    alice = await w.client("alice")
+    ping_client = await w.client("alice", resource="pinger")
+    count = 200
+    start = time.monotonic()
+    for i in range(count):
+        w.send(alice, BOB, f"flood {i}")
+    worst = 0.0
+    while time.monotonic() - start < 4:
+        worst = max(worst, await ping_client.ping())
+        await asyncio.sleep(0.1)
+    assert worst < 1.0, f"an XMPP ping took {worst:.2f}s during the flood"
+    await asyncio.sleep(2)
+    requests = w.push.requests_for(subscription.endpoint)
+    # At most one push per stanza (DESIGN.md), and at least one.
+    assert 1 <= len(requests) <= count, f"{len(requests)} pushes for {count} messages"
+    for request in requests[:3] + requests[-3:]:
+        assert w.verify(request, subscription, key).notification["account"] == BOB
+    print(f"flood: {count} messages -> {len(requests)} push requests, worst ping {worst * 1000:.0f} ms")
+    await w.close_all()

@@ -24,6 +24,7 @@ async def test_disco_shows_the_vapid_key(world):
     await w.close_all()
 
 
+@pytest.mark.storage
 async def test_enable_and_disable(world):
     w = world()
     bob = await w.client("bob")
@@ -119,7 +120,8 @@ async def test_endpoint_policy_without_insecure_endpoints(world, endpoint_templa
     bob = await w.client("bob")
     subscription = webpush.Subscription.new(endpoint_template.format(port=w.push.port))
     error = stanza_error(await bob.enable(subscription))
-    assert error and error[1] == "not-acceptable", error
+    assert error is not None, f"{subscription.endpoint} accepted without web_push_allow_insecure_endpoints"
+    assert error[1] == "not-acceptable", error
     await w.close_all()
 
 
@@ -127,10 +129,12 @@ async def test_endpoint_hosts_restricts_endpoints(world):
     w = world({"web_push_endpoint_hosts": ["push.example.net", "*.push.example.org"]})
     bob = await w.client("bob")
     error = stanza_error(await bob.enable(webpush.Subscription.new(w.push.endpoint())))
-    assert error and error[1] == "not-acceptable", error
+    assert error is not None, "a host outside web_push_endpoint_hosts was accepted"
+    assert error[1] == "not-acceptable", error
     # A listed host is accepted (no push is caused here, so nothing is ever sent there).
     for endpoint in ("http://push.example.net/wpush/v2/x", "http://eu.push.example.org/wpush/v2/y"):
         assert is_result(await bob.enable(webpush.Subscription.new(endpoint))), endpoint
     error = stanza_error(await bob.enable(webpush.Subscription.new("http://push.example.org.evil.test/x")))
-    assert error and error[1] == "not-acceptable", error
+    assert error is not None, "a host that only starts like an allowed suffix was accepted"
+    assert error[1] == "not-acceptable", error
     await w.close_all()

@@ -99,6 +99,7 @@ async def test_no_push_to_a_device_whose_session_is_live(world):
     await w.close_all()
 
 
+@pytest.mark.storage
 async def test_disable_stops_pushes(world):
     w = world()
     bob = await w.client("bob")
@@ -115,6 +116,7 @@ async def test_disable_stops_pushes(world):
     await w.close_all()
 
 
+@pytest.mark.storage
 async def test_enabling_again_replaces_the_keys(world):
     w = world()
     bob = await w.client("bob")
@@ -131,6 +133,7 @@ async def test_enabling_again_replaces_the_keys(world):
     await w.close_all()
 
 
+@pytest.mark.storage
 async def test_push_max_devices_drops_the_least_recently_enabled(world):
     w = world({"push_max_devices": 2})
     bob = await w.client("bob")

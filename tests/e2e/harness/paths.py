@@ -4,5 +4,6 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # plugin_paths points here; the module folder is build/mod_web_push/ (DESIGN.md contract).
-BUILD = os.path.join(ROOT, "build")
+# E2E_BUILD points the suite at another build of the module (e.g. an installed copy).
+BUILD = os.environ.get("E2E_BUILD") or os.path.join(ROOT, "build")
 MODULE_DIR = os.path.join(BUILD, "mod_web_push")

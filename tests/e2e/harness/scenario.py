@@ -7,7 +7,7 @@ from . import webpush
 from .xmpp import connect, is_result
 
 # How long a test waits to be sure that no further push request comes.
-SETTLE = 1.5
+SETTLE = 1.0
 
 
 class World:

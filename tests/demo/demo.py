@@ -7,7 +7,6 @@ service prints the request it got, and the notification decrypted with http_ece,
 token verified by PyJWT. Then everything stops."""
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
 
-from harness import procs, webpush  # noqa: E402
+from harness import aio, procs, webpush  # noqa: E402
 from harness.prosody import Prosody, installed_version  # noqa: E402
 from harness.pushservice import PushService  # noqa: E402
 from harness.xmpp import connect, is_result, stanza_error  # noqa: E402
@@ -92,19 +91,18 @@ def main():
         for user in ("juliet", "romeo"):
             prosody.register(user)
         prosody.start()
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(asyncio.wait_for(round_trip(prosody, push), 45))
-        step("Stopping Prosody and the push service")
+        aio.run(round_trip(prosody, push), 45)
         return 0
     except BaseException:
         print(f"\n-- Prosody's log (tail) --\n{prosody.tail(30)}", file=sys.stderr)
         raise
     finally:
+        step("Stopping Prosody and the push service")
         prosody.stop()
         push.close()
         procs.kill_all()
         shutil.rmtree(workdir, ignore_errors=True)
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 environment (tests/e2e/run sets them): E2E_PROSODY = 0.12 | 13, E2E_STORAGE = internal | sqlite |
 postgres."""
 
-import asyncio
 import inspect
 import os
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import procs  # noqa: E402
+from harness import aio, procs  # noqa: E402
 from harness.paths import MODULE_DIR  # noqa: E402
 from harness.prosody import Prosody, installed_version  # noqa: E402
 from harness.pushservice import PushService  # noqa: E402
@@ -40,20 +39,7 @@ def pytest_pyfunc_call(pyfuncitem):
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
     names = pyfuncitem._fixtureinfo.argnames
-    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(asyncio.wait_for(pyfuncitem.obj(**kwargs), TEST_TIMEOUT))
-    finally:
-        # Whatever clients are left are cut: their server is about to stop anyway.
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.wait(pending, timeout=2))
-        loop.close()
-        asyncio.set_event_loop(None)
+    aio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}), TEST_TIMEOUT)
     return True
 
 

@@ -113,8 +113,8 @@ impl EndpointPolicy {
         match scheme.as_str() {
             "https" => {}
             "http" if self.allow_insecure => {}
-            "http" => return Err(EndpointError::NotHttps),
-            _ => return Err(EndpointError::NotAbsoluteUrl),
+            // An absolute URL of another scheme is well-formed, just not acceptable.
+            _ => return Err(EndpointError::NotHttps),
         }
         if !self.allow_insecure {
             if let Some(address) = literal_address(&host) {

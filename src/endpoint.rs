@@ -220,10 +220,8 @@ mod tests {
         assert_eq!(err(""), EndpointError::Missing);
         assert_eq!(err("/relative/path"), EndpointError::NotAbsoluteUrl);
         assert_eq!(err("push.example.net/x"), EndpointError::NotAbsoluteUrl);
-        assert_eq!(
-            err("ftp://push.example.net/x"),
-            EndpointError::NotAbsoluteUrl
-        );
+        assert_eq!(err("ftp://push.example.net/x"), EndpointError::NotHttps);
+        assert_eq!(err("wss://push.example.net/x"), EndpointError::NotHttps);
         assert_eq!(
             err("https://push.example.net/a b"),
             EndpointError::NotAbsoluteUrl

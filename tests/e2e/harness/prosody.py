@@ -133,6 +133,13 @@ class Prosody:
             raise RuntimeError(f"prosodyctl register {user} failed: {result.stdout}{result.stderr}")
         return f"{user}@{HOST}"
 
+    def shell(self, command, timeout=30):
+        """A command on Prosody's admin console (needs "admin_shell" in the modules)."""
+        result = self.prosodyctl("shell", command, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"prosodyctl shell failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
     def start(self, timeout=15):
         assert self.process is None, "already running"
         self.log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0

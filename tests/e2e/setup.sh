@@ -27,17 +27,16 @@ missing_debs() {
 
 apt_install() {
 	local missing
-	missing=$(missing_debs "$@")
-	[ -z "$missing" ] && return 0
+	mapfile -t missing < <(missing_debs "$@")
+	[ ${#missing[@]} -eq 0 ] && return 0
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "Missing Debian packages:" $missing >&2
-		echo "Install them as root: apt-get install -y" $missing >&2
+		echo "Missing Debian packages: ${missing[*]}" >&2
+		echo "Install them as root: apt-get install -y ${missing[*]}" >&2
 		exit 1
 	fi
-	log "installing" $missing
-	# shellcheck disable=SC2086 # one word per package
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing ||
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; }
+	log "installing ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 }
 
 # bookworm-backports, added from the same mirror that already serves bookworm (so the script names

@@ -4,7 +4,6 @@ and subscriptions and still pushes; the VAPID subject's default; the TTL; groupc
 import pytest
 
 from harness.prosody import BASE_MODULES
-from harness.xmpp import is_result
 
 BOB = "bob@localhost"
 

@@ -1,0 +1,217 @@
+"""A real Firefox receives and decrypts what mod_web_push sends.
+
+Firefox subscribes through the client developer's code (examples/subscribe.js, with strophe.js
+over Prosody's WebSocket), the module encrypts and POSTs to the relay's endpoint, the relay hands
+the body to Firefox untouched, and Firefox's ack says whether it decrypted it (100) or not (101).
+The service worker (examples/service-worker.js) reports the JSON it got to the page."""
+
+import base64
+import json
+import os
+import time
+import uuid
+
+import pytest
+import pywebpush
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02
+
+from conftest import REPORT, VERSIONS
+from harness.prosody import PASSWORD
+from harness.xmpp import connect, stanza_error
+
+# How long to wait to be sure that no push request comes.
+SETTLE = 3.0
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def wait_push(browser, endpoint, count, timeout=15):
+    """The count-th POST to `endpoint`, once the relay answered it and, if it was accepted,
+    Firefox acked it."""
+    relay = browser.relay
+
+    def arrived():
+        pushes = relay.pushes_for(endpoint)
+        if len(pushes) < count:
+            return None
+        push = pushes[count - 1]
+        return push if push.status != 201 or push.ack_code is not None else None
+
+    return browser.loop.run(relay.wait(arrived, timeout, f"push #{count} to the subscription"), timeout + 5)
+
+
+def no_push_after(browser, endpoint, count):
+    """Asserts that the endpoint got no more than `count` POSTs, SETTLE seconds from now."""
+    time.sleep(SETTLE)
+    pushes = browser.relay.pushes_for(endpoint)
+    assert len(pushes) == count, f"expected no further push, got {[p.status for p in pushes[count:]]}"
+
+
+# -- the harness itself, checked against an implementation not written here ---------------------
+
+def test_relay_and_worker_with_pywebpush(browser, page):
+    """pywebpush encrypts and signs; Firefox must decrypt (ack 100) and the worker must report and
+    show it. A body encrypted for other keys must fail (ack 101). After unsubscribe, 410."""
+    vapid = Vapid02()
+    vapid.generate_keys()
+    server_key = b64url(vapid.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+    subscription = page.call("subscribeWithKey", server_key)
+    endpoint = subscription["endpoint"]
+    assert endpoint.startswith(f"http://127.0.0.1:{browser.relay.port}/push/"), endpoint
+    channel = browser.relay.channel_for(endpoint)
+    assert channel is not None and b64url(channel.key) == server_key, "Firefox registered another key"
+
+    session = requests.Session()
+    session.trust_env = False  # loopback only, whatever proxy the environment names
+
+    def send(subscription_info, payload):
+        try:
+            return pywebpush.webpush(subscription_info, json.dumps(payload), vapid_private_key=vapid,
+                                     vapid_claims={"sub": "mailto:browser-test@example.org"},
+                                     requests_session=session, timeout=10).status_code
+        except pywebpush.WebPushException as error:
+            return error.response.status_code if error.response is not None else str(error)
+
+    payload = {"account": "selftest@localhost", "important": True, "message-count": 1}
+    assert send(subscription, payload) == 201
+    push = wait_push(browser, endpoint, 1)
+    assert push.ack_code == 100, f"Firefox did not decrypt pywebpush's body: ack {push.ack_code}"
+    got = page.wait_received(1)
+    assert got == [{"type": "web-push", "notification": payload}]
+    shown = page.notifications()
+    assert [(n["title"], n["tag"]) for n in shown] == [("New message", "selftest@localhost")], shown
+
+    # The same endpoint, but keys Firefox does not have: it must refuse to decrypt.
+    other = dict(subscription, keys=page_free_keys())
+    assert send(other, payload) == 201
+    push = wait_push(browser, endpoint, 2)
+    assert push.ack_code == 101, f"a body for other keys was acked {push.ack_code}, not 101"
+    time.sleep(0.5)
+    assert len(page.received()) == 1, "the worker got a body Firefox could not decrypt"
+
+    page.call("unsubscribe")
+    browser.loop.run(browser.relay.wait(lambda: channel.unregistered is not None, 10, "unregister"))
+    assert send(subscription, payload) == 410
+
+
+def page_free_keys():
+    """A p256dh and auth of a subscription that does not exist."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {"p256dh": b64url(key), "auth": b64url(os.urandom(16))}
+
+
+# -- the module ------------------------------------------------------------------------------
+
+def expected_notification(account, sender, body, options):
+    """The notification JSON of DESIGN.md for one chat message, under the module's options."""
+    expected = {"account": account, "important": True, "message-count": 1}
+    if options.get("push_notification_with_sender"):
+        expected["last-message-sender"] = sender
+    if options.get("push_notification_with_body"):
+        expected["last-message-body"] = body
+    else:
+        expected["last-message-body"] = options.get("push_notification_important_body", "New Message!")
+    return expected
+
+
+# 0.12 with the sender and the body in the notification; 13 with the defaults (neither).
+OPTIONS = {
+    "0.12": {"push_notification_with_sender": True, "push_notification_with_body": True},
+    "13": {},
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_firefox_receives_what_the_module_sends(version, browser, page, make_prosody):
+    options = OPTIONS.get(version, {})
+    prosody = make_prosody(version, options)
+    juliet = f"juliet@{prosody.host}"
+    secrets = []
+
+    # The web client: log in over WebSocket, disco, subscribe, enable, log out (examples/).
+    enabled = page.call("connectAndEnable", prosody.websocket_url, f"{juliet}/firefox", PASSWORD)
+    subscription = enabled["subscription"]
+    endpoint = subscription["endpoint"]
+    secrets += [subscription["keys"]["p256dh"], subscription["keys"]["auth"]]
+    channel = browser.relay.channel_for(endpoint)
+    assert channel is not None, "Firefox's endpoint is not one the relay handed out"
+    # Firefox subscribed with the key the server publishes in disco (read here with slixmpp).
+    server_key = browser.loop.run(disco_key(prosody, juliet))
+    assert enabled["serverKey"] == server_key == b64url(channel.key)
+
+    # Juliet is offline; Romeo writes to her.
+    romeo = browser.loop.run(connect(prosody, "romeo"))
+    body = f"Wherefore art thou, Romeo? {uuid.uuid4().hex[:8]}"
+    secrets.append(body)
+    romeo.message(juliet, body)
+
+    push = wait_push(browser, endpoint, 1)
+    assert push.status == 201, f"the relay refused the module's push: {push.status} {push.reason}"
+    assert push.ack_code == 100, f"Firefox could not decrypt the module's push: ack {push.ack_code}"
+    got = page.wait_received(1)
+    notification = got[0]["notification"]
+    expected = expected_notification(juliet, str(romeo.boundjid), body, options)
+    assert notification == expected, f"the service worker got {notification}, expected {expected}"
+    shown = page.notifications()
+    assert len(shown) == 1 and shown[0]["tag"] == juliet, shown
+    assert shown[0]["body"] == expected["last-message-body"], shown
+    REPORT.append(f"Prosody {prosody.version}, Firefox {browser.version}: ack {push.ack_code}, "
+                  f"{push.body_length}-byte body, worker got {json.dumps(notification)}; "
+                  f"shown: {shown[0]['title']!r} / {shown[0]['body']!r}")
+
+    # Firefox drops the subscription behind the server's back: the relay answers 410 to the next
+    # push, and the module forgets the subscription.
+    page.call("unsubscribe")
+    browser.loop.run(browser.relay.wait(lambda: channel.unregistered is not None, 10, "unregister"))
+    secrets += ["Are you there?", "Hello?", "Goodnight."]
+    romeo.message(juliet, "Are you there?")
+    gone = wait_push(browser, endpoint, 2)
+    assert gone.status == 410, f"{gone.status} {gone.reason}"
+    time.sleep(1.0)  # the module handles the answer on its next turn of the network loop
+    romeo.message(juliet, "Hello?")
+    no_push_after(browser, endpoint, 2)
+    answer = browser.loop.run(disable_as(prosody, juliet, endpoint))
+    assert stanza_error(answer) and stanza_error(answer)[1] == "item-not-found", \
+        "the module still had the subscription the push service answered 410 for"
+
+    # A client that turns notifications off (disableWebPush in examples/): subscribe again, then
+    # disable; nothing is pushed to that browser any more.
+    enabled = page.call("connectAndEnable", prosody.websocket_url, f"{juliet}/firefox", PASSWORD)
+    second = enabled["subscription"]["endpoint"]
+    assert second != endpoint
+    assert page.call("connectAndDisable", prosody.websocket_url, f"{juliet}/firefox", PASSWORD) is True
+    assert page.call("currentEndpoint") is None
+    romeo.message(juliet, "Goodnight.")
+    no_push_after(browser, second, 0)
+
+    browser.loop.run(romeo.close())
+    leaked = prosody.leaked(secrets)
+    assert not leaked, f"the module logged {len(leaked)} secret value(s)"
+
+
+async def disco_key(prosody, jid):
+    client = await connect(prosody, jid + "/disco", presence=False)
+    try:
+        return await client.vapid_key()
+    finally:
+        await client.close()
+
+
+async def disable_as(prosody, jid, endpoint):
+    client = await connect(prosody, jid + "/check", presence=False)
+    try:
+        return await client.disable(endpoint)
+    finally:
+        await client.close()
+
+
+def test_nothing_left_loopback(browser):
+    """Firefox's background services stayed quiet: the proxy trap saw no request."""
+    assert browser.trap.attempts == []

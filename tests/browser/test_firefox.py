@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
-from conftest import REPORT, VERSIONS
+from session import REPORT, VERSIONS
 from harness.prosody import PASSWORD
 from harness.xmpp import connect, stanza_error
 

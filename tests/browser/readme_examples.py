@@ -9,7 +9,7 @@
 
 `readme_examples.py --write` fills every such block from its file; `--check` (and the browser
 test) fails when a block differs from its file or a file of examples/ is not included, so the
-guide is always the code the browser test runs."""
+guide is always the code the browser test runs. Every script in examples/ must be included."""
 
 import os
 import re
@@ -30,8 +30,9 @@ LANGUAGES = {".js": "js", ".html": "html", ".json": "json"}
 
 
 def example_files():
-    return sorted(f"examples/{name}" for name in os.listdir(EXAMPLES)
-                  if os.path.isfile(os.path.join(EXAMPLES, name)))
+    """The code a client developer copies: every script in examples/ (demo.html, the page for
+    trying it by hand, is served as it is rather than shown)."""
+    return sorted(f"examples/{name}" for name in os.listdir(EXAMPLES) if name.endswith(".js"))
 
 
 def read(path):

@@ -56,11 +56,27 @@ class Loop:
 CALL = """
 const [name, args] = [arguments[0], arguments[1]];
 const resolve = arguments[arguments.length - 1];
+// On a page without the test harness (the demo page), what the test needs from plain browser APIs.
+const plain = {
+	ready: async () => ({ active: !!(await navigator.serviceWorker.ready).active }),
+	currentEndpoint: async () => {
+		const subscription = await (await navigator.serviceWorker.ready).pushManager.getSubscription();
+		return subscription ? subscription.endpoint : null;
+	},
+	unsubscribe: async () => {
+		const subscription = await (await navigator.serviceWorker.ready).pushManager.getSubscription();
+		return subscription ? subscription.unsubscribe() : false;
+	},
+};
 const run = () => Promise.resolve()
-	.then(() => window.webPushTest[name](...args))
+	.then(() => (window.webPushTest || plain)[name](...args))
 	.then((value) => resolve({ ok: value === undefined ? null : value }),
 		(error) => resolve({ error: `${error}\\n${error && error.stack || ""}` }));
-if (window.webPushTest) { run(); } else { window.addEventListener("web-push-test-ready", run, { once: true }); }
+if (window.webPushTest || !document.querySelector('script[src="/test/harness.js"]')) {
+	run();
+} else {
+	window.addEventListener("web-push-test-ready", run, { once: true });
+}
 """
 
 NOTIFICATIONS = """
@@ -125,11 +141,12 @@ class Browser:
     async def _start_servers(self):
         return await PushRelay().start(), await Trap().start(), await WebServer().start()
 
-    def open_page(self):
-        """A fresh load of the test page; notifications are allowed for its origin (what a user's
-        click on "Allow" does)."""
+    def open_page(self, path="/test/"):
+        """A fresh load of a page of the web client's origin (the test page by default, or the
+        demo page); notifications are allowed for the origin (what a user's click on "Allow"
+        does)."""
         client = self.firefox.client
-        client.navigate(self.web.origin + "/")
+        client.navigate(self.web.origin + path)
         client.set_permission({"name": "notifications"}, "granted")
         page = Page(self)
         state = page.call("ready")

@@ -16,9 +16,10 @@ import pywebpush
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from marionette_driver.by import By
 from py_vapid import Vapid02
 
-from session import REPORT, VERSIONS
+from session import REPORT, VERSIONS, Page
 from harness.prosody import PASSWORD
 from harness.xmpp import connect, stanza_error
 
@@ -210,6 +211,51 @@ async def disable_as(prosody, jid, endpoint):
         return await client.disable(endpoint)
     finally:
         await client.close()
+
+
+# -- the demo page, as a person uses it ---------------------------------------------------------
+
+def test_the_demo_page_by_hand(browser, make_prosody):
+    """examples/demo.html, driven through its form and buttons as the README tells an admin to:
+    enable, receive a push in the page's list, disable."""
+    prosody = make_prosody(VERSIONS[0], {"push_notification_with_body": True})
+    juliet = f"juliet@{prosody.host}"
+    browser.open_page("/demo.html")
+    client = browser.firefox.client
+    for name, value in (("service", prosody.websocket_url), ("jid", juliet), ("password", PASSWORD)):
+        element = client.find_element(By.ID, name)
+        element.clear()
+        element.send_keys(value)
+
+    def status_after_click(button, prefix):
+        client.find_element(By.ID, button).click()
+        deadline = time.monotonic() + 20
+        while True:
+            status = client.find_element(By.ID, "status").text
+            if status.startswith(prefix):
+                return status
+            assert time.monotonic() < deadline and not status.startswith("Not "), f"demo page says: {status}"
+            time.sleep(0.1)
+
+    status_after_click("enable", "Enabled:")
+    endpoint = Page(browser).call("currentEndpoint")
+    romeo = browser.loop.run(connect(prosody, "romeo"))
+    body = f"By hand {uuid.uuid4().hex[:8]}"
+    romeo.message(juliet, body)
+    push = wait_push(browser, endpoint, 1)
+    assert (push.status, push.ack_code) == (201, 100), (push.status, push.reason, push.ack_code)
+    deadline = time.monotonic() + 15
+    while not client.find_elements(By.CSS_SELECTOR, "#received li"):
+        assert time.monotonic() < deadline, "the demo page lists no push"
+        time.sleep(0.1)
+    listed = json.loads(client.find_element(By.CSS_SELECTOR, "#received li").text)
+    assert listed == expected_notification(juliet, None, body, {"push_notification_with_body": True})
+
+    status_after_click("disable", "Disabled:")
+    assert Page(browser).call("currentEndpoint") is None
+    romeo.message(juliet, "after disable")
+    no_push_after(browser, endpoint, 1)
+    browser.loop.run(romeo.close())
 
 
 def test_nothing_left_loopback(browser):

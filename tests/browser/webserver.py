@@ -1,7 +1,13 @@
 """The web client's origin, http://localhost:PORT (a secure context, so service workers and the
-Push API work without TLS). It serves the test page, the client developer's examples exactly as
-they are in examples/, and strophe.js from the npm package."""
+Push API work without TLS). It serves the client developer's examples exactly as they are in
+examples/ (the demo page at /), the test's page at /test/, and strophe.js from the npm package.
 
+Run alone (tests/browser/demo-page), it serves the demo page for trying a real browser by hand:
+    python webserver.py [--port 8000]
+"""
+
+import argparse
+import asyncio
 import os
 
 from aiohttp import web
@@ -13,10 +19,12 @@ NODE_MODULES = os.path.join(HERE, "node_modules")
 
 # URL path -> file. The service worker sits at the root so that its scope is the whole origin.
 FILES = {
-    "/": os.path.join(HERE, "page", "index.html"),
-    "/harness.js": os.path.join(HERE, "page", "harness.js"),
+    "/": os.path.join(EXAMPLES, "demo.html"),
+    "/demo.html": os.path.join(EXAMPLES, "demo.html"),
     "/service-worker.js": os.path.join(EXAMPLES, "service-worker.js"),
-    "/examples/subscribe.js": os.path.join(EXAMPLES, "subscribe.js"),
+    "/subscribe.js": os.path.join(EXAMPLES, "subscribe.js"),
+    "/test/": os.path.join(HERE, "page", "index.html"),
+    "/test/harness.js": os.path.join(HERE, "page", "harness.js"),
     "/node_modules/strophe.js/dist/strophe.esm.js": os.path.join(NODE_MODULES, "strophe.js", "dist", "strophe.esm.js"),
 }
 
@@ -24,8 +32,8 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 
 
 class WebServer:
-    def __init__(self):
-        self.port = None
+    def __init__(self, port=0):
+        self.port = port
         self.requests = []
         self._runner = None
 
@@ -37,7 +45,7 @@ class WebServer:
         app.router.add_get("/{path:.*}", self._serve)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         return self
@@ -61,3 +69,21 @@ class WebServer:
     async def close(self):
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def serve_forever(port):
+    server = await WebServer(port).start()
+    print(f"Serving the demo page at {server.origin}/ (Ctrl-C stops)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve examples/demo.html on http://localhost")
+    parser.add_argument("--port", type=int, default=8000)
+    try:
+        asyncio.run(serve_forever(parser.parse_args().port))
+    except KeyboardInterrupt:
+        pass

@@ -5,7 +5,7 @@
 import { Strophe } from "strophe.js";
 import {
 	registerServiceWorker, browserSubscription, enableWebPush, disableWebPush,
-} from "/examples/subscribe.js";
+} from "/subscribe.js";
 
 // What the service worker posted to this page.
 const received = [];

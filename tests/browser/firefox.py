@@ -238,6 +238,28 @@ class Firefox:
                     pass
                 self.process.wait(5)
         self.process = None
+        # Whatever still runs with this profile (a Firefox that restarted itself, in a session of
+        # its own) is ours too.
+        for pid in self.profile_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def profile_processes(self):
+        """Pids of the processes whose command line names this run's profile directory."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    arguments = f.read().split(b"\0")
+            except OSError:
+                continue
+            if self.profile.encode() in arguments:
+                found.append(int(entry))
+        return found
 
     def cleanup(self):
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -88,6 +88,14 @@ navigator.serviceWorker.ready
 """
 
 
+CLOSE_NOTIFICATIONS = """
+const resolve = arguments[arguments.length - 1];
+navigator.serviceWorker.ready
+	.then((registration) => registration.getNotifications())
+	.then((list) => { list.forEach((n) => n.close()); resolve(list.length); }, (error) => resolve(String(error)));
+"""
+
+
 class Page:
     """The test page at http://localhost:PORT/, in Firefox's one tab."""
 
@@ -118,11 +126,17 @@ class Page:
                     + self.browser.relay.report() + "\n--- Firefox log (tail) ---\n" + self.browser.firefox.log_tail(30))
             time.sleep(0.1)
 
-    def notifications(self):
-        answer = self.client.execute_async_script(NOTIFICATIONS, sandbox=None, script_timeout=10000)
-        if isinstance(answer, dict) and "error" in answer:
-            raise AssertionError(f"getNotifications failed: {answer['error']}")
-        return answer
+    def notifications(self, count=1, timeout=10):
+        """The notifications the service worker shows, once there are `count` of them (the worker
+        tells the page before it shows one, so they may come a moment after the message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self.client.execute_async_script(NOTIFICATIONS, sandbox=None, script_timeout=10000)
+            if isinstance(shown, dict) and "error" in shown:
+                raise AssertionError(f"getNotifications failed: {shown['error']}")
+            if len(shown) >= count or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.1)
 
 
 class Browser:
@@ -154,6 +168,8 @@ class Browser:
         # The relay's state is per Firefox profile: no subscription may be left from a previous
         # test (each test unsubscribes), so a stale one cannot make a test pass.
         assert page.call("currentEndpoint") is None, "a push subscription was left over"
+        # Notifications shown in an earlier test must not count in this one.
+        client.execute_async_script(CLOSE_NOTIFICATIONS, sandbox=None, script_timeout=10000)
         return page
 
     def close(self):

@@ -47,8 +47,17 @@ class Loop:
             raise
 
     def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        # Cancel what the XMPP clients left running, so that nothing is destroyed while pending.
+        async def cancel_the_rest():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5) if tasks else None
+        try:
+            self.run(cancel_the_rest(), timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
 
 
 # The script every page call goes through: it waits for the page's harness, calls one of its

@@ -17,6 +17,7 @@ Nothing here decrypts anything: Firefox is the judge of the module's encryption.
 import asyncio
 import base64
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class Channel:
     unregistered: float = None
 
 
-@dataclass
+@dataclass(repr=False)
 class Push:
     """One POST to an endpoint, and what became of it."""
     token: str
@@ -56,6 +57,11 @@ class Push:
     body_length: int = 0
     version: str = None  # the notification id sent to Firefox, when accepted
     data: str = None  # the body, base64url, as Firefox gets it
+
+    def __repr__(self):
+        # Short, and without the body or the VAPID token, for assertion messages.
+        return (f"<push to {self.token[:8]}…: answered {self.status} {self.reason}, {self.body_length} bytes, "
+                f"ack {self.ack_code}>")
     ack_code: int = None  # Firefox's ack: 100 delivered, 101 decryption failed, 102 not delivered
     received: float = 0.0
 
@@ -266,6 +272,11 @@ class PushRelay:
             return 400, "missing TTL header"
         if headers.get("content-encoding", "").lower() != "aes128gcm":
             return 415, "Content-Encoding must be aes128gcm"
+        # RFC 8030 section 5.3 and 5.4, as autopush checks them.
+        if "urgency" in headers and headers["urgency"] not in ("very-low", "low", "normal", "high"):
+            return 400, "invalid Urgency"
+        if "topic" in headers and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", headers["topic"]):
+            return 400, "invalid Topic"
         if not body:
             return 400, "empty body"
         if len(body) > MAX_BODY:

@@ -20,7 +20,7 @@ from marionette_driver.by import By
 from py_vapid import Vapid02
 
 from session import REPORT, VERSIONS, Page
-from harness.prosody import PASSWORD
+from harness.prosody import PASSWORD, installed_version
 from harness.xmpp import connect, stanza_error
 
 # How long to wait to be sure that no push request comes.
@@ -163,9 +163,13 @@ def test_firefox_receives_what_the_module_sends(version, browser, page, make_pro
     shown = page.notifications()
     assert len(shown) == 1 and shown[0]["tag"] == juliet, shown
     assert shown[0]["body"] == expected["last-message-body"], shown
-    REPORT.append(f"Prosody {prosody.version}, Firefox {browser.version}: ack {push.ack_code}, "
-                  f"{push.body_length}-byte body, worker got {json.dumps(notification)}; "
-                  f"shown: {shown[0]['title']!r} / {shown[0]['body']!r}")
+    headers = push.headers
+    REPORT.append(
+        f"Prosody {installed_version(version)} + Firefox {browser.version}: POST answered {push.status}, "
+        f"{push.body_length}-byte aes128gcm body (TTL {headers.get('ttl')}, Urgency {headers.get('urgency', '-')}, "
+        f"Topic {headers.get('topic', '-')}), Firefox ack {push.ack_code} (decrypted)\n"
+        f"  service worker got: {json.dumps(notification)}\n"
+        f"  notification shown: title {shown[0]['title']!r}, body {shown[0]['body']!r}")
 
     # Firefox drops the subscription behind the server's back: the relay answers 410 to the next
     # push, and the module forgets the subscription.

@@ -68,6 +68,37 @@ async def test_hibernated_session_gets_one_push_within_two_seconds(world):
     await w.close_all()
 
 
+async def test_stanza_pushed_in_hibernation_is_not_pushed_again_when_it_goes_offline(world):
+    """When the hibernation times out, mod_smacks hands the unacknowledged message to offline
+    storage (message/offline/handle again): it was pushed already, so no second push."""
+    w = world({"smacks_hibernation_time": 2})
+    bob = await w.client("bob", smacks=True)
+    key = await bob.vapid_key()
+    subscription = await w.subscribe(bob)
+    await bob.drop()
+    await asyncio.sleep(0.3)
+    alice = await w.client("alice")
+    w.send(alice, str(bob.boundjid), "pushed once")
+    [request] = await w.pushes(subscription, 1, timeout=5)
+    w.verify(request, subscription, key)
+    # The hibernation ends (2 s), the message moves to offline storage; wait past that.
+    await w.exactly(subscription, 1, settle=3.5)
+    assert "pushed once" in (await _offline_bodies(w))
+    await w.close_all()
+
+
+async def _offline_bodies(w):
+    """Bob logs in again and collects what offline storage gives him."""
+    bob = await w.client("bob", resource="later")
+    bodies = []
+    try:
+        while True:
+            bodies.append((await bob.next_message(timeout=1.5))["body"])
+    except asyncio.TimeoutError:
+        pass
+    return bodies
+
+
 async def test_archived_message_pushes_a_device_that_has_no_session(world):
     """Bob's phone subscribed and went away; his desktop is online and gets the message. MAM
     archives it, and the phone (no session) gets one push."""

@@ -723,6 +723,30 @@ local function utf8_cut(text, n)
 	return text:sub(1, n);
 end
 
+-- What JSON makes of each byte of a string (util.json and the native library escape alike).
+local short_escapes = { [8] = true, [9] = true, [10] = true, [12] = true, [13] = true };
+local function escaped_size(byte)
+	if byte == 34 or byte == 92 then return 2; end
+	if byte < 32 then return short_escapes[byte] and 2 or 6; end
+	return 1;
+end
+
+-- Shortens the body so the payload's JSON fits: as much of it as fits, whole characters, and
+-- an ellipsis. Reads no further into the body than fits.
+local function cut_body(payload)
+	local body = payload["last-message-body"];
+	payload["last-message-body"] = "";
+	local budget = MAX_JSON - #json.encode(payload) - #ELLIPSIS;
+	local used, n = 0, 0;
+	while n < #body do
+		local cost = escaped_size(body:byte(n + 1));
+		if used + cost > budget then break; end
+		used, n = used + cost, n + 1;
+	end
+	local kept = utf8_cut(body, n);
+	payload["last-message-body"] = kept ~= "" and kept .. ELLIPSIS or nil;
+end
+
 -- The payload as the sender takes it: the table when it surely fits, else JSON within MAX_JSON
 -- (a long body cut at a character boundary, never refused).
 local function fit(payload)
@@ -730,24 +754,18 @@ local function fit(payload)
 	if bound and bound <= MAX_JSON then return payload; end
 	local ok, encoded = pcall(json.encode, payload);
 	if not ok or type(encoded) ~= "string" then return nil, "payload cannot be JSON"; end
-	for _ = 1, 8 do
-		local over = #encoded - MAX_JSON;
-		if over <= 0 then return encoded; end
-		local body = payload["last-message-body"];
-		if type(body) == "string" and body ~= "" then
-			-- Each raw byte removed removes at least one encoded byte.
-			local base = body:sub(-#ELLIPSIS) == ELLIPSIS and body:sub(1, -#ELLIPSIS - 1) or body;
-			local cut = utf8_cut(base, #base - over - #ELLIPSIS);
-			payload["last-message-body"] = cut ~= "" and cut .. ELLIPSIS or nil;
-		elseif payload["last-message-sender"] then
-			payload["last-message-sender"] = nil;
-		else
-			return nil, "payload too large";
-		end
+	local body = payload["last-message-body"];
+	if #encoded > MAX_JSON and type(body) == "string" then
+		cut_body(payload);
 		encoded = json.encode(payload);
 	end
-	if #encoded <= MAX_JSON then return encoded; end
-	return nil, "payload too large";
+	if #encoded > MAX_JSON and payload["last-message-sender"] ~= nil then
+		-- A sender address so long that no body fits: without it, and the body cut again.
+		payload["last-message-sender"], payload["last-message-body"] = nil, body;
+		return fit(payload);
+	end
+	if #encoded > MAX_JSON then return nil, "payload too large"; end
+	return encoded;
 end
 
 --------------------------------------------------------------------------------------------------

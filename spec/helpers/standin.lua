@@ -266,7 +266,7 @@ function World:new_sender(options)
 	local ok, err = self.native.vapid_header(options.private_key, "https://push.example.net/x", options.subject);
 	if not ok then return nil, err; end
 	local sender = setmetatable({
-		world = self, options = options, jobs = {}, results = {}, next_id = 0, closed = false,
+		world = self, host = self.loading_host, options = options, jobs = {}, results = {}, next_id = 0, closed = false,
 		fd_number = 100 + #self.senders,
 	}, Sender);
 	self.senders[#self.senders + 1] = sender;
@@ -468,7 +468,9 @@ function World:load(host, options)
 	}, { __index = _G });
 	api.environment = env;
 	local chunk = assert(loadfile(M.MODULE_FILE, "t", env));
+	self.loading_host = host;
 	local ok, err = pcall(chunk);
+	self.loading_host = nil;
 	if not ok then
 		-- modulemanager's behaviour on a failed load: the module is not there; its hooks stay
 		-- registered (so the module must not add any before it can fail).
@@ -495,7 +497,7 @@ end
 function Host:sender()
 	local senders = self.world.senders;
 	for i = #senders, 1, -1 do
-		if senders[i].options.subject and not senders[i].closed then return senders[i]; end
+		if senders[i].host == self.host and not senders[i].closed then return senders[i]; end
 	end
 end
 
@@ -602,6 +604,40 @@ function Host:vapid_key(session)
 		end
 		if form_type == "http://jabber.org/protocol/webpush#public-key" then return key; end
 	end
+end
+
+--------------------------------------------------------------------------------------------------
+-- Stanzas and the events that route them.
+
+-- A chat message; `extra` is XML text of more children.
+function M.message(from, to, body, extra, attrs)
+	local message = st.message({ from = from, to = to, type = "chat", id = "m" .. tostring(math.random(1e9)) });
+	for k, v in pairs(attrs or {}) do message.attr[k] = v; end
+	if body then message:text_tag("body", body); end
+	if extra then message:add_child(M.parse(extra)); end
+	return message;
+end
+
+-- mod_mam's copy for other handlers carries the archive id.
+function M.with_stanza_id(message, by, id)
+	local copy = st.clone(message);
+	copy:tag("stanza-id", { xmlns = "urn:xmpp:sid:0", by = by, id = id }):up();
+	return copy;
+end
+
+-- mod_message found no session: mod_offline's event.
+function Host:offline(user, stanza)
+	return self:fire("message/offline/handle", { origin = { type = "s2sin" }, username = user, stanza = stanza });
+end
+
+-- mod_mam archived a message for a user.
+function Host:archived(user, stanza, id)
+	return self:fire("archive-message-added", { origin = { type = "s2sin" }, stanza = stanza, for_user = user, id = id });
+end
+
+-- mod_smacks: a live session has not acknowledged.
+function Host:ack_delayed(session, stanza, queue)
+	return self:fire("smacks-ack-delayed", { origin = session, stanza = stanza, queue = queue or { stanza } });
 end
 
 --------------------------------------------------------------------------------------------------

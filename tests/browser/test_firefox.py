@@ -217,6 +217,46 @@ async def disable_as(prosody, jid, endpoint):
         await client.close()
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_closed_tab_wakes_the_worker(version, browser, page, make_prosody):
+    """The usual web client: logged in with stream management, available, and then its tab is
+    closed. Prosody hibernates the session; a message to it is pushed to the subscription that
+    session enabled, and Firefox wakes the service worker with no page of the client open."""
+    options = {"push_notification_with_body": True}
+    prosody = make_prosody(version, options)
+    juliet = f"juliet@{prosody.host}"
+    hibernations = prosody.log_text().count(HIBERNATING)
+    state = page.call("connectEnableAndStay", prosody.websocket_url, f"{juliet}/tab", PASSWORD)
+    assert state["resumable"], "Prosody did not offer stream resumption"
+    endpoint = state["subscription"]["endpoint"]
+
+    # Closing the tab closes its WebSocket without a goodbye.
+    browser.firefox.client.navigate("about:blank")
+    deadline = time.monotonic() + 10
+    while prosody.log_text().count(HIBERNATING) == hibernations:
+        assert time.monotonic() < deadline, "Prosody did not hibernate the closed tab's session"
+        time.sleep(0.05)
+
+    romeo = browser.loop.run(connect(prosody, "romeo"))
+    body = f"Did my tab close? {uuid.uuid4().hex[:8]}"
+    romeo.message(juliet, body)
+    push = wait_push(browser, endpoint, 1)
+    assert (push.status, push.ack_code) == (201, 100), push
+    browser.loop.run(romeo.close())
+
+    # Back on the client's origin: what the worker showed while no page was open.
+    reopened = browser.open_page(expect_subscription=True)
+    shown = reopened.notifications()
+    expected = expected_notification(juliet, None, body, options)
+    assert [(n["tag"], n["body"]) for n in shown] == [(juliet, expected["last-message-body"])], shown
+    REPORT.append(f"Prosody {installed_version(version)}, closed tab (hibernated session): Firefox ack "
+                  f"{push.ack_code}; notification shown with no page open: {shown[0]['title']!r} / {shown[0]['body']!r}")
+
+
+# mod_smacks's log line when a session's connection is lost and it is kept for resumption.
+HIBERNATING = "Session going into hibernation"
+
+
 # -- the demo page, as a person uses it ---------------------------------------------------------
 
 def test_the_demo_page_by_hand(browser, make_prosody):

@@ -2,7 +2,7 @@
 // client developer's code in examples/ (imported, not copied); this file only connects to the
 // XMPP server with strophe.js and reports back.
 
-import { Strophe } from "strophe.js";
+import { Strophe, $pres, MemoryStorageBackend } from "strophe.js";
 import {
 	registerServiceWorker, browserSubscription, enableWebPush, disableWebPush,
 } from "/subscribe.js";
@@ -17,9 +17,9 @@ const ready = registerServiceWorker("/service-worker.js");
 
 // A strophe.js connection over WebSocket; resolves once logged in. `connection.closed` resolves
 // when it is disconnected.
-function connect(service, jid, password) {
+function connect(service, jid, password, options = {}) {
 	return new Promise((resolve, reject) => {
-		const connection = new Strophe.Connection(service, { protocol: "ws" });
+		const connection = new Strophe.Connection(service, { protocol: "ws", ...options });
 		connection.closed = new Promise((closed) => {
 			connection.connect(jid, password, (status, condition) => {
 				if (status === Strophe.Status.CONNECTED) {
@@ -74,6 +74,29 @@ window.webPushTest = {
 		} finally {
 			await disconnect(connection);
 		}
+	},
+
+	// A web client that stays logged in with stream management (XEP-0198) and is available; the
+	// test then closes the tab, and the server hibernates the session instead of ending it.
+	async connectEnableAndStay(service, jid, password) {
+		const registration = await ready;
+		// Each test starts a new session: no resumption state from an earlier test (strophe.js
+		// would otherwise try to resume a session of a Prosody that is gone).
+		const connection = await connect(service, jid, password, {
+			enableStreamManagement: true,
+			streamManagement: { storage: new MemoryStorageBackend() },
+		});
+		const deadline = Date.now() + 10000;
+		while (!(connection.sm && connection.sm.enabled)) {
+			if (Date.now() > deadline) {
+				throw new Error("stream management was not enabled");
+			}
+			await new Promise((r) => setTimeout(r, 50));
+		}
+		connection.send($pres());
+		const pushSubscription = await enableWebPush(connection, registration);
+		window.liveConnection = connection;
+		return { subscription: pushSubscription.toJSON(), resumable: connection.sm.state.resumeSupported };
 	},
 
 	// A client that turns notifications off: disable on the server, then unsubscribe.

@@ -39,11 +39,12 @@ def shorten(value, keep=24):
 
 def show_request(request):
     print(f"{request.method} {request.path} HTTP/1.1")
-    for name, value in request.headers.items():
-        if name == "authorization":
+    for name, value in request.raw_headers:
+        if name.lower() == "authorization":
+            # Shortened for the screen; the whole token is verified below.
             fields = webpush.parse_vapid_authorization(value)
             value = f"vapid t={shorten(fields['t'])}, k={shorten(fields['k'], 12)}"
-        print(f"{name.title()}: {value}")
+        print(f"{name}: {value}")
     print(f"[{len(request.body)} bytes of aes128gcm body]")
 
 

@@ -25,6 +25,7 @@ class Request:
     body: bytes
     received: float  # time.monotonic()
     answered_with: int
+    raw_headers: list = field(default_factory=list)  # (name, value) as sent, in order
 
 
 class PushService:
@@ -119,6 +120,7 @@ class PushService:
                     method=self.command, path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body, received=time.monotonic(), answered_with=answer.status,
+                    raw_headers=list(self.headers.items()),
                 )
                 service._record(request)
                 if answer.delay:

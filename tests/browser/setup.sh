@@ -37,7 +37,7 @@ setup() {
 	if ! { [ -x "$venv/bin/python" ] && cmp -s "$here/requirements.txt" "$venv/browser-requirements.txt"; }; then
 		log "creating $venv"
 		if ! { /usr/bin/python3 -m venv "$venv" &&
-			"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"; }; then
+			"$venv/bin/pip" install -q --disable-pip-version-check --use-pep517 -r "$here/requirements.txt"; }; then
 			echo "cannot set up $venv" >&2
 			exit 1
 		fi

@@ -144,12 +144,15 @@ end
 -- prosodyctl mod_web_push key|import|rotate <host>
 
 local usage = [[
-Usage: prosodyctl mod_web_push key <host>              print the host's VAPID public key
+Usage: prosodyctl mod_web_push [key] <host>            print the host's VAPID public key
        prosodyctl mod_web_push import <host> <pem-file>  use an existing key (PKCS#8 or SEC1 PEM)
        prosodyctl mod_web_push rotate <host>           make a new key pair]];
 
 function module.command(arg)
 	local action, target, file = arg[1], arg[2], arg[3];
+	if action and not target and prosody.hosts[action] then
+		action, target = "key", action; -- prosodyctl mod_web_push <host>
+	end
 	if not (action == "key" or action == "import" or action == "rotate") or not target
 	or (action == "import" and not file) then
 		print(usage);

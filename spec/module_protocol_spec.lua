@@ -151,6 +151,7 @@ describe("prosodyctl mod_web_push", function ()
 		local status, out = command(world, "key", HOST);
 		assert.equal(0, status);
 		assert.equal(key, out);
+		assert.same({ 0, key }, { command(world, HOST) });
 	end);
 
 	it("rotates the key with a warning, and the module uses the new one after a reload", function ()

@@ -251,14 +251,22 @@ do
 	end
 end
 
+-- The VAPID subject: configured, or the first admin mailto: address of contact_info that push
+-- services take, or https://<host>.
+local function valid_subject(candidate)
+	return native.vapid_header(private_key, "https://push.example.net/", candidate);
+end
 local subject = module:get_option_string("web_push_vapid_subject");
-if not subject then
+if subject then
+	local ok, err = valid_subject(subject);
+	if not ok then error("web_push_vapid_subject: " .. tostring(err)); end
+else
 	local contact = module:get_option("contact_info");
 	local admins = type(contact) == "table" and contact.admin;
 	if type(admins) == "string" then admins = { admins }; end
 	if type(admins) == "table" then
 		for _, address in ipairs(admins) do
-			if type(address) == "string" and address:match("^mailto:[^@]+@[^@]+$") then
+			if type(address) == "string" and address:match("^mailto:") and valid_subject(address) then
 				subject = address;
 				break;
 			end
@@ -266,8 +274,8 @@ if not subject then
 	end
 	if not subject then
 		subject = "https://" .. host;
-		module:log("warn", "web_push_vapid_subject is not set and contact_info has no admin mailto: address; "
-			.. "using %s (push services may refuse it; set web_push_vapid_subject)", subject);
+		module:log("warn", "web_push_vapid_subject is not set and contact_info has no admin mailto: address "
+			.. "push services take; using %s (set web_push_vapid_subject)", subject);
 	end
 end
 

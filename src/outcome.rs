@@ -8,7 +8,7 @@ pub enum Outcome {
     Delivered,
     /// 404 or 410: the subscription no longer exists.
     Gone,
-    /// 429 or 5xx: try again later (after `retry_after` when the service said).
+    /// 429, 5xx or WNS's throttling 406: try again later (after `retry_after` when the service said).
     Retry,
     /// Another 4xx, or refused before sending (policy, invalid keys, too large).
     Rejected,
@@ -31,7 +31,8 @@ impl Outcome {
         match status {
             200..=299 => Outcome::Delivered,
             404 | 410 => Outcome::Gone,
-            429 | 500..=599 => Outcome::Retry,
+            // WNS answers 406 when it throttles a sender: a "later", not a "never".
+            406 | 429 | 500..=599 => Outcome::Retry,
             // A redirect is not followed (it could point anywhere), so it is a refusal too.
             _ => Outcome::Rejected,
         }
@@ -113,6 +114,7 @@ mod tests {
         assert_eq!(Outcome::from_status(410), Outcome::Gone);
         assert_eq!(Outcome::from_status(404), Outcome::Gone);
         assert_eq!(Outcome::from_status(429), Outcome::Retry);
+        assert_eq!(Outcome::from_status(406), Outcome::Retry);
         assert_eq!(Outcome::from_status(503), Outcome::Retry);
         assert_eq!(Outcome::from_status(413), Outcome::Rejected);
         assert_eq!(Outcome::from_status(301), Outcome::Rejected);

@@ -475,3 +475,45 @@ fn the_send_time_policy_refuses_hosts_and_schemes() {
     );
     assert!(service.requests().is_empty());
 }
+
+/// Name lookup that finds nothing, as for a name that does not exist.
+#[derive(Debug)]
+struct NoSuchName;
+
+impl Resolver for NoSuchName {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        Err(ureq::Error::HostNotFound)
+    }
+}
+
+#[test]
+fn tls_and_name_lookup_failures_are_network_errors() {
+    // A plain-HTTP server behind an https endpoint: the TLS handshake fails.
+    let service = PushService::start();
+    let sender = Sender::start(config(1, Duration::from_secs(2))).expect("sender");
+    sender
+        .push(job(format!("https://{}/ok", service.address)))
+        .expect("push");
+    let results = wait_for(&sender, 1, Duration::from_secs(5));
+    assert_eq!(results[0].outcome, Outcome::Network);
+    assert_eq!(results[0].reason, "TLS failure");
+
+    let http = HttpClient::with_resolver(
+        Duration::from_secs(2),
+        PublicAddressResolver::with_inner(Box::new(NoSuchName), false),
+    );
+    let mut strict = config(1, Duration::from_secs(2));
+    strict.policy.allow_insecure = false;
+    let sender = Sender::start_with_http(strict, http).expect("sender");
+    sender
+        .push(job("https://no-such-name.example.net/x".into()))
+        .expect("push");
+    let results = wait_for(&sender, 1, Duration::from_secs(5));
+    assert_eq!(results[0].outcome, Outcome::Network);
+    assert_eq!(results[0].reason, "host not found");
+}

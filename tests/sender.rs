@@ -380,7 +380,8 @@ fn readable(fd: i32) -> bool {
     ready == 1 && poll.revents & libc::POLLIN != 0
 }
 
-/// Name lookup that answers what the test says, standing in for a DNS server an attacker runs.
+/// Name lookup that answers what the test says (no answer at all for an empty list), standing
+/// in for a DNS server an attacker runs.
 #[derive(Debug)]
 struct FixedAnswers(Vec<SocketAddr>);
 
@@ -391,12 +392,26 @@ impl Resolver for FixedAnswers {
         _config: &Config,
         _timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if self.0.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
         let mut out = DefaultResolver::default().empty();
         for address in &self.0 {
             out.push(*address);
         }
         Ok(out)
     }
+}
+
+/// A sender that allows only public addresses, with names resolved by `answers`.
+fn strict_sender(answers: Vec<SocketAddr>) -> Sender {
+    let http = HttpClient::with_resolver(
+        Duration::from_secs(2),
+        PublicAddressResolver::with_inner(Box::new(FixedAnswers(answers)), false),
+    );
+    let mut config = config(1, Duration::from_secs(2));
+    config.policy.allow_insecure = false;
+    Sender::start_with_http(config, http).expect("sender")
 }
 
 #[test]
@@ -423,14 +438,7 @@ fn names_resolving_to_non_public_addresses_are_never_contacted() {
     ];
     for address in forbidden {
         let ip: std::net::IpAddr = address.parse().expect(address);
-        let resolver = FixedAnswers(vec![SocketAddr::new(ip, port)]);
-        let http = HttpClient::with_resolver(
-            Duration::from_secs(2),
-            PublicAddressResolver::with_inner(Box::new(resolver), false),
-        );
-        let mut config = config(1, Duration::from_secs(2));
-        config.policy.allow_insecure = false;
-        let sender = Sender::start_with_http(config, http).expect("sender");
+        let sender = strict_sender(vec![SocketAddr::new(ip, port)]);
         // The name passes the enable-time check; only its resolution is hostile.
         sender
             .push(job(format!("https://rebind.example.net:{port}/ok")))
@@ -476,21 +484,6 @@ fn the_send_time_policy_refuses_hosts_and_schemes() {
     assert!(service.requests().is_empty());
 }
 
-/// Name lookup that finds nothing, as for a name that does not exist.
-#[derive(Debug)]
-struct NoSuchName;
-
-impl Resolver for NoSuchName {
-    fn resolve(
-        &self,
-        _uri: &Uri,
-        _config: &Config,
-        _timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        Err(ureq::Error::HostNotFound)
-    }
-}
-
 #[test]
 fn tls_and_name_lookup_failures_are_network_errors() {
     // A plain-HTTP server behind an https endpoint: the TLS handshake fails.
@@ -503,13 +496,7 @@ fn tls_and_name_lookup_failures_are_network_errors() {
     assert_eq!(results[0].outcome, Outcome::Network);
     assert_eq!(results[0].reason, "TLS failure");
 
-    let http = HttpClient::with_resolver(
-        Duration::from_secs(2),
-        PublicAddressResolver::with_inner(Box::new(NoSuchName), false),
-    );
-    let mut strict = config(1, Duration::from_secs(2));
-    strict.policy.allow_insecure = false;
-    let sender = Sender::start_with_http(strict, http).expect("sender");
+    let sender = strict_sender(Vec::new());
     sender
         .push(job("https://no-such-name.example.net/x".into()))
         .expect("push");

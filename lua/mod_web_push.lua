@@ -883,7 +883,7 @@ end
 
 local config_problem_logged = {};
 
--- A retry of a job whose subscription still waits for it; false when it cannot go.
+-- The retry of a job, unless its subscription was forgotten or its TTL ran out meanwhile.
 local function retry(pending)
 	pending.retry_timer = nil;
 	local state = pending.state;

@@ -16,9 +16,9 @@
 --       this many). Beyond it, pushes are coalesced the same way until the bucket refills.
 --       0 turns the account limit off.
 --
--- Retries (429, 5xx, WNS's 406, network errors) wait at least Retry-After, else an exponential
--- backoff from 1 s doubling up to 10 minutes with jitter, at most 10 attempts, and never past the
--- notification's TTL (each retry carries the TTL that is left).
+-- Retries (the native library's "retry": 429, 5xx, WNS's 406; and network errors) wait at least
+-- Retry-After, else an exponential backoff from 1 s doubling up to 10 minutes with jitter, at most
+-- 10 attempts, and never past the notification's TTL (each retry carries the TTL that is left).
 --
 -- Only message stanzas cause pushes (presences and IQs in a smacks queue never do). With
 -- push_notification_with_body, an important stanza without a body (an OMEMO message without
@@ -124,15 +124,6 @@ end
 -- Endpoint policy, as at enable time. nil when acceptable, else the stanza error condition and
 -- a text that names the endpoint.
 local function check_endpoint(endpoint)
-	-- An absolute URL of another scheme (ftp:, data:...) is a URL refused by policy, not
-	-- garbage: not-acceptable, as for http: without web_push_allow_insecure_endpoints.
-	local scheme = endpoint:match("^(%a[%w+.-]*):");
-	if scheme then
-		scheme = scheme:lower();
-		if scheme ~= "https" and scheme ~= "http" and endpoint:sub(#scheme + 2, #scheme + 3) == "//" then
-			return "not-acceptable", "endpoint must use https";
-		end
-	end
 	local ok, condition, text = native.check_endpoint(endpoint, policy);
 	if ok then return nil; end
 	text = tostring(text or condition);
@@ -910,9 +901,6 @@ local function on_result(result)
 	local status = result.status and (" HTTP " .. tostring(result.status)) or "";
 	local reason = tostring(result.reason or result.outcome);
 	local outcome = result.outcome;
-	if outcome == "rejected" and result.status == 406 then
-		outcome = "retry"; -- WNS throttles with 406
-	end
 
 	if outcome == "retry" or outcome == "network" then
 		local delay = backoff(pending.attempt, result.retry_after);

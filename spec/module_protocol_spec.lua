@@ -4,15 +4,8 @@ package.path = "spec/helpers/?.lua;" .. package.path;
 local standin = require "standin";
 local st = require "util.stanza";
 
-local NS = standin.NS;
-local HOST = "example.org";
-
-local function loaded(options, world_options)
-	local world = standin.world(world_options);
-	world:virtual_host(HOST, options);
-	local host = assert(world:load(HOST));
-	return world, host;
-end
+local NS, HOST = standin.NS, standin.HOST;
+local loaded = standin.setup;
 
 local function condition_of(answer)
 	local _, condition, text = standin.stanza_error(answer);
@@ -235,9 +228,7 @@ describe("enable", function ()
 
 	it("replaces the keys when the same endpoint is enabled again", function ()
 		local world, host = loaded();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		local again = standin.subscription(sub.endpoint);
 		assert.equal("result", host:enable(session, again).attr.type);
 		local stored = world:store(HOST, "web_push").data.juliet;
@@ -336,9 +327,7 @@ describe("enable", function ()
 
 	it("answers internal-server-error when storage fails, changing nothing", function ()
 		local world, host = loaded();
-		local session = host:session("juliet");
-		local first = standin.subscription();
-		host:enable(session, first);
+		local session, first = host:subscribed_session("juliet");
 		local store = world:store(HOST, "web_push");
 		local before = standin.deep_copy(store.data);
 		store.fail_writes = true;
@@ -434,9 +423,7 @@ describe("the device cap", function ()
 
 	it("writes the new subscription and the drop together, or neither", function ()
 		local world, host = loaded({ push_max_devices = 1 });
-		local session = host:session("juliet");
-		local first = standin.subscription();
-		host:enable(session, first);
+		local session, first = host:subscribed_session("juliet");
 		world:store(HOST, "web_push").fail_writes = true;
 		assert.equal("internal-server-error", condition_of(host:enable(session, standin.subscription())));
 		assert.truthy(world:store(HOST, "web_push").data.juliet[first.endpoint]);
@@ -449,9 +436,7 @@ describe("disable", function ()
 		local world, host = loaded();
 		local events = {};
 		host.api:hook("web_push/unregistered", function (event) events[#events + 1] = event.reason; end);
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		assert.equal("result", host:disable(session, sub.endpoint).attr.type);
 		assert.is_nil(world:store(HOST, "web_push").data.juliet);
 		assert.is_nil(session.web_push);
@@ -472,9 +457,7 @@ describe("disable", function ()
 
 	it("answers internal-server-error when storage fails, keeping the subscription", function ()
 		local world, host = loaded();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		world:store(HOST, "web_push").fail_writes = true;
 		assert.equal("internal-server-error", condition_of(host:disable(session, sub.endpoint)));
 		assert.truthy(world:store(HOST, "web_push").data.juliet[sub.endpoint]);

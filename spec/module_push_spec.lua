@@ -5,34 +5,14 @@ local standin = require "standin";
 local st = require "util.stanza";
 local json = require "util.json";
 
-local HOST = "example.org";
-local JULIET = "juliet@example.org";
-local ROMEO = "romeo@montague.lit/orchard";
+local HOST, JULIET, ROMEO = standin.HOST, standin.JULIET, standin.ROMEO;
+local setup, to_juliet = standin.setup, standin.to_juliet;
 local OMEMO = [[<encrypted xmlns="eu.siacs.conversations.axolotl"><header sid="1"><iv>AAAA</iv></header><payload>AAAA</payload></encrypted>]];
 local CALL = [[<propose xmlns="urn:xmpp:jingle-message:0" id="c1"><description xmlns="urn:xmpp:jingle:apps:rtp:1" media="audio"/></propose>]];
 local CHAT_STATE = [[<active xmlns="http://jabber.org/protocol/chatstates"/>]];
 
-local function setup(options, world_options)
-	local world = standin.world(world_options);
-	world:virtual_host(HOST, options);
-	local host = assert(world:load(HOST));
-	return world, host;
-end
-
--- Juliet subscribed from a web client that is now closed.
 local function offline_juliet(host, count)
-	local session = host:session("juliet", "browser");
-	local subs = {};
-	for i = 1, count or 1 do
-		subs[i] = standin.subscription();
-		assert.equal("result", host:enable(session, subs[i]).attr.type);
-	end
-	host:close(session);
-	return subs[1], subs;
-end
-
-local function to_juliet(body, extra, attrs)
-	return standin.message(ROMEO, JULIET, body, extra, attrs);
+	return host:subscribed_offline("juliet", count);
 end
 
 describe("pushes for offline messages", function ()
@@ -227,9 +207,7 @@ describe("the request", function ()
 	it("has a Topic per account, the same for each of its subscriptions, that does not reveal it", function ()
 		local world, host = setup();
 		local _, subs = offline_juliet(host, 2);
-		local romeo = host:session("romeo");
-		local romeo_sub = standin.subscription();
-		host:enable(romeo, romeo_sub);
+		local romeo, romeo_sub = host:subscribed_session("romeo");
 		host:close(romeo);
 		host:offline("juliet", to_juliet("a"));
 		host:offline("romeo", standin.message(JULIET, "romeo@example.org", "b"));
@@ -257,13 +235,9 @@ end);
 describe("MAM", function ()
 	it("pushes a device that has no session while another of the account is online", function ()
 		local world, host = setup();
-		local phone = host:session("juliet", "phone");
-		local phone_sub = standin.subscription();
-		host:enable(phone, phone_sub);
+		local phone, phone_sub = host:subscribed_session("juliet", "phone");
 		host:close(phone);
-		local desktop = host:session("juliet", "desktop");
-		local desktop_sub = standin.subscription();
-		host:enable(desktop, desktop_sub);
+		local _, desktop_sub = host:subscribed_session("juliet", "desktop");
 		host:archived("juliet", to_juliet("for every device"), "a1");
 		assert.equal(1, #world:pushes_for(phone_sub));
 		assert.equal(0, #world:pushes_for(desktop_sub));
@@ -271,9 +245,7 @@ describe("MAM", function ()
 
 	it("leaves subscriptions of hibernating sessions to the smacks events", function ()
 		local world, host = setup();
-		local phone = host:session("juliet", "phone");
-		local sub = standin.subscription();
-		host:enable(phone, sub);
+		local phone, sub = host:subscribed_session("juliet", "phone");
 		host:hibernate(phone);
 		host:archived("juliet", to_juliet("x"), "a1");
 		assert.equal(0, #world:pushes_for(sub));
@@ -281,9 +253,7 @@ describe("MAM", function ()
 
 	it("pushes calls to every subscription, live sessions included", function ()
 		local world, host = setup();
-		local desktop = host:session("juliet", "desktop");
-		local sub = standin.subscription();
-		host:enable(desktop, sub);
+		local _, sub = host:subscribed_session("juliet", "desktop");
 		host:archived("juliet", to_juliet(nil, CALL), "a1");
 		local pushes = world:pushes_for(sub);
 		assert.equal(1, #pushes);
@@ -327,9 +297,7 @@ describe("at most once", function ()
 
 	it("for stanzas of a hibernated session that later expire into offline storage", function ()
 		local world, host = setup();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session);
 		local queued = host:queue(session, to_juliet("one"));
 		local later = host:queue(session, to_juliet("two")); -- covered by the first push
@@ -373,9 +341,7 @@ end);
 describe("smacks hibernation", function ()
 	it("pushes the unacked queue's important stanzas once, at hibernation start", function ()
 		local world, host = setup();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session, { to_juliet("one"), st.presence({ from = ROMEO }), to_juliet("two") });
 		local pushes = world:pushes_for(sub);
 		assert.equal(1, #pushes);
@@ -392,9 +358,7 @@ describe("smacks hibernation", function ()
 
 	it("pushes the first important stanza queued while hibernating, and not the rest of the hibernation", function ()
 		local world, host = setup();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session);
 		host:queue(session, to_juliet("are you there?"));
 		assert.equal(1, #world:pushes_for(sub));
@@ -412,9 +376,7 @@ describe("smacks hibernation", function ()
 
 	it("may push one unimportant then one important stanza when unimportant pushes are allowed", function ()
 		local world, host = setup({ web_push_important_only = false });
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session);
 		host:queue(session, to_juliet(nil, CHAT_STATE));
 		host:queue(session, to_juliet(nil, CHAT_STATE));
@@ -433,12 +395,8 @@ describe("smacks hibernation", function ()
 
 	it("pushes only the subscription tied to the hibernating session", function ()
 		local world, host = setup();
-		local phone = host:session("juliet", "phone");
-		local phone_sub = standin.subscription();
-		host:enable(phone, phone_sub);
-		local laptop = host:session("juliet", "laptop");
-		local laptop_sub = standin.subscription();
-		host:enable(laptop, laptop_sub);
+		local phone, phone_sub = host:subscribed_session("juliet", "phone");
+		local _, laptop_sub = host:subscribed_session("juliet", "laptop");
 		host:hibernate(phone);
 		host:queue(phone, to_juliet("to the phone"));
 		assert.equal(1, #world:pushes_for(phone_sub));
@@ -458,9 +416,7 @@ end);
 describe("delayed acks", function ()
 	it("give one push for a burst, a moment later, counting its messages", function ()
 		local world, host = setup();
-		local session = host:session("juliet");
-		local sub = standin.subscription();
-		host:enable(session, sub);
+		local session, sub = host:subscribed_session("juliet");
 		local a, b, c = to_juliet("a"), to_juliet("b"), to_juliet("c");
 		host:ack_delayed(session, a);
 		host:ack_delayed(session, b);

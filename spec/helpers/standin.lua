@@ -22,6 +22,10 @@ M.MODULE_FILE = "lua/mod_web_push.lua";
 M.NATIVE_FILE = "build/mod_web_push/web_push.so";
 M.PROSODY13_WATCHDOG = ".cache/prosody13/root/usr/lib/prosody/util/watchdog.lua";
 M.NS = "urn:xmpp:webpush:0";
+-- The accounts most specs use.
+M.HOST = "example.org";
+M.JULIET = "juliet@example.org";
+M.ROMEO = "romeo@montague.lit/orchard";
 
 local real_native;
 function M.native()
@@ -607,6 +611,43 @@ function Host:vapid_key(session)
 end
 
 --------------------------------------------------------------------------------------------------
+-- What most specs start from.
+
+-- A world with one VirtualHost (M.HOST) that has the module loaded with `options`.
+function M.setup(options, world_options)
+	local world = M.world(world_options);
+	world:virtual_host(M.HOST, options);
+	local host = assert(world:load(M.HOST));
+	return world, host;
+end
+
+-- A user whose web client enabled `count` subscriptions and was closed: the first, and all.
+function Host:subscribed_offline(user, count)
+	local session = self:session(user, "browser");
+	local subs = {};
+	for i = 1, count or 1 do
+		subs[i] = M.subscription();
+		assert(self:enable(session, subs[i]).attr.type == "result", "enable refused");
+	end
+	self:close(session);
+	return subs[1], subs;
+end
+
+-- A session of a user that enabled a fresh subscription: the session and the subscription.
+function Host:subscribed_session(user, resource)
+	local session = self:session(user, resource);
+	local sub = M.subscription();
+	assert(self:enable(session, sub).attr.type == "result", "enable refused");
+	return session, sub;
+end
+
+-- A subscription as stored for a user of M.HOST (nil when there is none).
+function World:stored(user, sub)
+	local subs = self:store(M.HOST, "web_push").data[user];
+	return subs and subs[sub.endpoint];
+end
+
+--------------------------------------------------------------------------------------------------
 -- Stanzas and the events that route them.
 
 -- A chat message; `extra` is XML text of more children.
@@ -616,6 +657,10 @@ function M.message(from, to, body, extra, attrs)
 	if body then message:text_tag("body", body); end
 	if extra then message:add_child(M.parse(extra)); end
 	return message;
+end
+
+function M.to_juliet(body, extra, attrs)
+	return M.message(M.ROMEO, M.JULIET, body, extra, attrs);
 end
 
 -- mod_mam's copy for other handlers carries the archive id.
@@ -686,6 +731,12 @@ function World:pushes_for(sub)
 		end
 	end
 	return found;
+end
+
+-- The latest push to a subscription, and how many there were.
+function World:last_push(sub)
+	local pushes = self:pushes_for(sub);
+	return pushes[#pushes], #pushes;
 end
 
 function World:job_count()

@@ -140,8 +140,22 @@ class Prosody:
             raise RuntimeError(f"prosodyctl shell failed: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def start(self, timeout=15):
+    def start(self, timeout=15, attempts=3):
+        """Starts Prosody and waits until its c2s port accepts. A port taken in the meantime by
+        another program (Prosody then logs an error but keeps running, and something else would
+        answer on that port) means a new port and another try."""
         assert self.process is None, "already running"
+        for _ in range(attempts):
+            self._spawn(timeout)
+            if "Failed to open server port" not in self.log_text(since_start=True):
+                self.check_version()
+                return
+            self.stop()
+            self.port = free_port()
+            self.write_config()
+        raise RuntimeError(f"Prosody {self.version} found no free port in {attempts} tries")
+
+    def _spawn(self, timeout):
         self.log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         out = open(os.path.join(self.workdir, "stdout.txt"), "ab")
         self.process = subprocess.Popen(
@@ -155,7 +169,10 @@ class Prosody:
             wait_port("127.0.0.1", self.port, deadline, alive=lambda: self.process.poll() is None)
         except Exception:
             raise RuntimeError(f"Prosody {self.version} did not start:\n{self.tail()}")
-        self.check_version()
+        # Listening is logged before the port is opened; the error, if any, comes right after.
+        wait_for_line = time.monotonic() + 5
+        while "Activated service 'c2s'" not in self.log_text(since_start=True) and time.monotonic() < wait_for_line:
+            time.sleep(0.02)
 
     def check_version(self):
         """The log must name the version asked for, so a launcher mistake cannot pass silently."""

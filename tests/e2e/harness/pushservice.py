@@ -41,9 +41,9 @@ class PushService:
         self._thread = threading.Thread(target=self._server.serve_forever, name="push-service", daemon=True)
         self._thread.start()
 
-    def endpoint(self, *answers):
+    def endpoint(self, *answers, name="sub"):
         """A new endpoint URL; its first requests get `answers` in order, later ones 201."""
-        path = f"/wpush/v2/sub{next(self._tokens)}"
+        path = f"/wpush/v2/{name}{next(self._tokens)}"
         with self._lock:
             self._scripts[path] = list(answers)
         return f"http://127.0.0.1:{self.port}{path}"

@@ -112,7 +112,12 @@ def world(make_prosody, push_service):
     """world(options={...}) -> a World: a started Prosody with alice and bob, and the push service."""
     from harness.scenario import World
 
-    def make(options=None, users=("alice", "bob"), **kwargs):
-        return World(make_prosody(options, users, **kwargs), push_service)
+    made = []
 
-    return make
+    def make(options=None, users=("alice", "bob"), **kwargs):
+        made.append(World(make_prosody(options, users, **kwargs), push_service))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.verify_every_request()

@@ -18,6 +18,8 @@ class World:
         self.push = push_service
         self.clients = []
         self.secrets = []  # bodies and keys that must never appear in the module's log lines
+        self.subscriptions = {}  # endpoint -> every Subscription enabled for it
+        self.vapid_keys = set()  # every key disco showed during the test
 
     async def client(self, user, **kwargs):
         client = await connect(self.prosody, user, **kwargs)
@@ -27,9 +29,11 @@ class World:
     async def subscribe(self, client, *answers, endpoint=None):
         """A browser-made subscription for a fresh endpoint, enabled from `client`."""
         subscription = webpush.Subscription.new(endpoint or self.push.endpoint(*answers))
+        self.vapid_keys.add(await client.vapid_key())
         answer = await client.enable(subscription)
         assert is_result(answer), f"enable refused: {answer.get('type')} {list(answer)}"
         self.secrets += [subscription.p256dh, subscription.auth_b64]
+        self.subscriptions.setdefault(subscription.endpoint, []).append(subscription)
         return subscription
 
     def send(self, sender, to, body=None, **kwargs):
@@ -52,6 +56,28 @@ class World:
     def verify(self, request, subscription, vapid_key, **kwargs):
         kwargs.setdefault("subject", self.prosody.global_options()["web_push_vapid_subject"])
         return webpush.verify(request, subscription, vapid_key, **kwargs)
+
+    def verify_every_request(self):
+        """Run after each test: every request the push service recorded for a subscription made
+        here passes every check (headers, VAPID against a key disco showed, decryption, JSON),
+        including those a test did not look at itself."""
+        for request in list(self.push.requests):
+            endpoint = f"http://127.0.0.1:{self.push.port}{request.path}"
+            candidates = self.subscriptions.get(endpoint)
+            if not candidates:
+                continue
+            webpush.check_headers(request)
+            fields = webpush.parse_vapid_authorization(request.headers.get("authorization", ""))
+            assert fields["k"] in self.vapid_keys, "a push signed with a key disco never showed"
+            errors = []
+            for subscription in reversed(candidates):
+                try:
+                    self.verify(request, subscription, fields["k"])
+                    break
+                except Exception as error:  # noqa: BLE001 - tried with each key pair enabled
+                    errors.append(error)
+            else:
+                raise AssertionError(f"a push to {request.path} fails verification: {errors[0]!r}")
 
     async def close_all(self):
         for client in self.clients:

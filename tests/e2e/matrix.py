@@ -104,6 +104,7 @@ def main():
     def on_signal(signum, _frame):
         for run in runs:
             run.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -14,7 +14,7 @@ sys.path.insert(0, HERE)
 # The end-to-end suite's launcher and XMPP client, imported as its package `harness`.
 sys.path.append(os.path.join(ROOT, "tests", "e2e"))
 
-from harness import procs  # noqa: E402
+from harness.pytest_hooks import pytest_runtest_makereport, pytest_sessionfinish, stop_and_check  # noqa: E402,F401
 from harness.net import free_port, wait_port  # noqa: E402
 from harness.prosody import BASE_MODULES, Prosody, installed_version  # noqa: E402
 
@@ -103,22 +103,5 @@ def make_prosody(tmp_path, request):
     try:
         yield make
     finally:
-        problems = []
-        for prosody in started:
-            prosody.stop()
-            problems += prosody.lua_errors()
-            if getattr(request.node, "rep_call_failed", False):
-                sys.stderr.write(f"\n--- {prosody.log_path} (tail) ---\n{prosody.tail(60)}\n")
-        assert not problems, "Lua errors in Prosody's log:\n" + "\n".join(problems[:20])
+        stop_and_check(started, request.node)
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call":
-        item.rep_call_failed = report.failed
-
-
-def pytest_sessionfinish(session, exitstatus):
-    procs.kill_all()

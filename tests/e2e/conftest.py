@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import aio, procs  # noqa: E402
+from harness.pytest_hooks import pytest_runtest_makereport, pytest_sessionfinish, stop_and_check  # noqa: E402,F401
+from harness import aio  # noqa: E402
 from harness.paths import MODULE_DIR  # noqa: E402
 from harness.prosody import Prosody, installed_version  # noqa: E402
 from harness.pushservice import PushService  # noqa: E402
@@ -86,25 +87,8 @@ def make_prosody(tmp_path, pg_cluster, request):
     try:
         yield make
     finally:
-        problems = []
-        for prosody in started:
-            prosody.stop()
-            problems += prosody.lua_errors()
-            if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
-                sys.stderr.write(f"\n--- {prosody.log_path} (tail) ---\n{prosody.tail(60)}\n")
-        assert not problems, "Lua errors in Prosody's log:\n" + "\n".join(problems[:20])
+        stop_and_check(started, request.node)
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call":
-        item.rep_call_failed = report.failed
-
-
-def pytest_sessionfinish(session, exitstatus):
-    procs.kill_all()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pickle
 import platform
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -338,13 +338,14 @@ fn a_full_queue_refuses_and_close_does_not_hang() {
 #[test]
 fn workers_share_the_load() {
     let service = PushService::start();
-    let sender = Sender::start(config(2, Duration::from_secs(2))).expect("sender");
-    // A hung request holds one worker; the other keeps delivering.
+    let sender = Sender::start(config(2, Duration::from_secs(10))).expect("sender");
+    // A hung request holds one worker until the service gives up on it (3 s); the other keeps
+    // delivering meanwhile.
     sender.push(job(service.url("/hang"))).expect("push");
     for _ in 0..5 {
         sender.push(job(service.url("/ok"))).expect("push");
     }
-    let results = wait_for(&sender, 5, Duration::from_secs(1));
+    let results = wait_for(&sender, 5, Duration::from_millis(2500));
     let delivered = results
         .iter()
         .filter(|r| r.outcome == Outcome::Delivered)

@@ -151,24 +151,28 @@ def crypto(seconds, repeats):
 
 # -- end to end ---------------------------------------------------------------------------
 
-def end_to_end(workdir, versions, accounts, pings):
-    """The e2e bench for each version (the first one with the worker sweep for the plot)."""
+def end_to_end(workdir, versions, accounts, pings, quiet_wait):
+    """The e2e bench for each version (the first one with the worker sweep for the plot), each
+    started on a quiet machine if one comes within `quiet_wait` seconds. Each result says how
+    much of the machine other processes used while it ran."""
     sink = PushSink()
     pinger = xmppload.Pinger()
     results = []
     try:
-        load = OtherLoad(sink.pid, pinger.pid)
         for index, version in enumerate(versions):
+            wait_until_quiet(quiet_wait)
             log(f"end to end on Prosody {installed_version(version)} with {accounts} accounts")
+            load = OtherLoad(sink.pid, pinger.pid)
             coroutine = e2e.run_version(version, os.path.join(workdir, f"prosody-{version}"), sink, pinger,
                                         accounts, full=index == 0, pings=pings if index == 0 else pings // 2, log=log)
-            results.append(aio.run(coroutine, 600))
-        other = load.cores()
+            result = aio.run(coroutine, 600)
+            result["other_load"] = load.cores()
+            results.append(result)
     finally:
         sink.close()
         pinger.close()
         procs.kill_all()
-    return results, other
+    return results
 
 
 def main():
@@ -189,14 +193,12 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp(prefix="mod_web_push-bench-")
     versions = args.versions.split()
     print(f"Machine: {machine()}", flush=True)
-    before = wait_until_quiet(args.quiet_wait)
-    whole = OtherLoad()
-
+    wait_until_quiet(args.quiet_wait)
+    load = OtherLoad()
     figures = {"crypto": crypto(args.seconds, args.repeats)}
-    e2e_results, e2e_other = end_to_end(workdir, versions, args.accounts, args.pings)
-    figures["e2e"] = e2e_results
+    figures["crypto"]["other_load"] = load.cores()
+    figures["e2e"] = end_to_end(workdir, versions, args.accounts, args.pings, args.quiet_wait)
     figures["versions"] = {v: installed_version(v) for v in versions}
-    figures["other_load"] = {"before": before, "whole": whole.cores(), "e2e": e2e_other}
     figures["seconds"] = time.monotonic() - started
 
     text = report.render(figures)

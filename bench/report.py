@@ -93,7 +93,7 @@ def render(figures):
         ("mod_web_push (encrypt + cached VAPID token)", one),
         ("pywebpush 2.5.0 (encrypt + VAPID sign)", python_rate),
         ("web-push 3.6.7 for Node (encrypt + VAPID sign)", node_rate),
-        ("machine limit: openssl speed ECDH + key generation + AES-GCM", limit),
+        ("machine limit: openssl speed ECDH + ECDSA sign (for key generation) + AES-GCM, via EVP", limit),
     ):
         add(f"| {name} | {rate:,.0f} | {1e6 / rate:.1f} | {rate / one:.2f}x |")
     add("")
@@ -183,7 +183,9 @@ def render(figures):
     targets = [
         ("encryption + signing ≥ 3x the fastest peer per core",
          f"{one / fastest_peer:.2f}x", one / fastest_peer >= 3.0),
-        ("≥ 90% of the machine's limit for that work", f"{one / limit:.0%}", one / limit >= 0.9),
+        ("≥ 90% of the machine's limit for that work",
+         f"{one / limit:.0%} (over 100%: openssl speed pays EVP's overhead, which we skip; see bench/FINDINGS.md)"
+         if one > limit else f"{one / limit:.0%}", one / limit >= 0.9),
         ("workers use both cores: ≥ 1.8x one core", f"{crypto_all / one:.2f}x", crypto_all / one >= 1.8),
         ("end-to-end throughput bounded by the crypto limit, not by Lua or HTTP",
          f"{v.push_rate:,.0f} pushes/s = {v.push_rate / crypto_all:.0%} of the crypto limit "
@@ -202,11 +204,10 @@ def render(figures):
         add(f"| {name} | {figure} | {'yes' if met else '**no**'} |")
 
     # -- the run itself -------------------------------------------------------------------
-    other = figures["other_load"]
     add("")
-    add(f"- Other processes on the machine used {other['whole']:.2f} cores on average during this run "
-        f"({other['e2e']:.2f} during the end-to-end part; {other['before']:.2f} just before it started). "
-        "Figures from a run where they used more than about 0.1 are disturbed.")
+    others = "; ".join(f"{n}: {r['other_load']:.2f}" for n, r in zip(names, figures["e2e"]))
+    add(f"- Other processes on the machine (cores, on average): cryptography part {crypto['other_load']:.2f}; "
+        f"end to end, {others}. Figures measured while they used more than about 0.1 are disturbed.")
     errors = sum(len(v.lua_errors) for v in versions)
     add(f"- Lua errors in Prosody's logs: {errors}.")
     return "\n".join(out)

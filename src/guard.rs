@@ -1,9 +1,12 @@
 //! The address check made at connect time. The resolver's answer is what the connector dials, so
 //! filtering it here leaves no window between check and use for DNS rebinding to slip through.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -43,12 +46,20 @@ fn move_public_to_front(addresses: &mut [SocketAddr]) -> usize {
     kept
 }
 
+/// How long a name's addresses are reused. ureq resolves before it looks in its connection pool,
+/// and its default resolver starts a thread per lookup, so without this every push would pay a
+/// thread and a DNS query. The public-address check still runs on every use.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+/// Names are chosen by whoever subscribes, so the memory of them is bounded.
+const MAX_REMEMBERED_NAMES: usize = 1024;
+
 /// Looks names up with `inner` and keeps only public addresses (all of them when insecure
 /// endpoints are allowed).
 #[derive(Debug)]
 pub struct PublicAddressResolver {
     inner: Box<dyn Resolver>,
     allow_insecure: bool,
+    remembered: Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>,
 }
 
 impl PublicAddressResolver {
@@ -61,7 +72,43 @@ impl PublicAddressResolver {
         Self {
             inner,
             allow_insecure,
+            remembered: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lookup(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let name = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => return self.inner.resolve(uri, config, timeout),
+        };
+        let now = Instant::now();
+        {
+            let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, addresses)) = remembered.get(&name) {
+                if now.duration_since(*at) < RESOLVED_FOR {
+                    let mut copy = self.empty();
+                    for address in addresses {
+                        copy.push(*address);
+                    }
+                    return Ok(copy);
+                }
+            }
+        }
+        let addresses = self.inner.resolve(uri, config, timeout)?;
+        let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        if remembered.len() >= MAX_REMEMBERED_NAMES {
+            remembered.retain(|_, (at, _)| now.duration_since(*at) < RESOLVED_FOR);
+            if remembered.len() >= MAX_REMEMBERED_NAMES {
+                remembered.clear();
+            }
+        }
+        remembered.insert(name, (now, addresses.to_vec()));
+        Ok(addresses)
     }
 }
 
@@ -72,7 +119,7 @@ impl Resolver for PublicAddressResolver {
         config: &Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let mut addresses = self.inner.resolve(uri, config, timeout)?;
+        let mut addresses = self.lookup(uri, config, timeout)?;
         if self.allow_insecure {
             return Ok(addresses);
         }

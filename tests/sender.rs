@@ -505,3 +505,42 @@ fn tls_and_name_lookup_failures_are_network_errors() {
     assert_eq!(results[0].outcome, Outcome::Network);
     assert_eq!(results[0].reason, "host not found");
 }
+
+/// Name lookup that counts how often it is asked.
+#[derive(Debug)]
+struct CountingLookups(SocketAddr, Arc<Mutex<usize>>);
+
+impl Resolver for CountingLookups {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        *self.1.lock().expect("lock") += 1;
+        let mut out = DefaultResolver::default().empty();
+        out.push(self.0);
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_name_is_looked_up_once_per_minute_not_once_per_push() {
+    let service = PushService::start();
+    let lookups = Arc::new(Mutex::new(0));
+    let http = HttpClient::with_resolver(
+        Duration::from_secs(2),
+        PublicAddressResolver::with_inner(
+            Box::new(CountingLookups(service.address, Arc::clone(&lookups))),
+            true,
+        ),
+    );
+    let sender = Sender::start_with_http(config(1, Duration::from_secs(2)), http).expect("sender");
+    let endpoint = format!("http://push.example.net:{}/ok", service.address.port());
+    for _ in 0..3 {
+        sender.push(job(endpoint.clone())).expect("push");
+    }
+    let results = wait_for(&sender, 3, Duration::from_secs(5));
+    assert!(results.iter().all(|r| r.outcome == Outcome::Delivered));
+    assert_eq!(*lookups.lock().expect("lock"), 1);
+}

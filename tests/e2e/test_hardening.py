@@ -82,7 +82,7 @@ async def test_flood_gives_bounded_pushes_and_prosody_stays_responsive(world):
     subscription, key = await offline_bob(w)
     alice = await w.client("alice")
     ping_client = await w.client("alice", resource="pinger")
-    count = 200
+    count = 1000  # the hardening issue's flood
     start = time.monotonic()
     for i in range(count):
         w.send(alice, BOB, f"flood {i}")

@@ -2,6 +2,8 @@
 std = "lua54";
 max_line_length = 150;
 codes = true;
+-- Plain output: tools that read the summary line (the before-stop check, CI logs) get no escapes.
+color = false;
 
 -- A Prosody module runs with `module` (the module API of its host) and `prosody` as globals.
 files["lua/"] = {

@@ -382,9 +382,21 @@ fn readable(fd: i32) -> bool {
 }
 
 /// Name lookup that answers what the test says (no answer at all for an empty list), standing
-/// in for a DNS server an attacker runs.
-#[derive(Debug)]
-struct FixedAnswers(Vec<SocketAddr>);
+/// in for a DNS server an attacker runs, and counts how often it is asked.
+#[derive(Debug, Default)]
+struct FixedAnswers {
+    answers: Vec<SocketAddr>,
+    lookups: Arc<Mutex<usize>>,
+}
+
+impl FixedAnswers {
+    fn new(answers: Vec<SocketAddr>) -> Self {
+        Self {
+            answers,
+            ..Self::default()
+        }
+    }
+}
 
 impl Resolver for FixedAnswers {
     fn resolve(
@@ -393,11 +405,12 @@ impl Resolver for FixedAnswers {
         _config: &Config,
         _timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        if self.0.is_empty() {
+        *self.lookups.lock().expect("lock") += 1;
+        if self.answers.is_empty() {
             return Err(ureq::Error::HostNotFound);
         }
         let mut out = DefaultResolver::default().empty();
-        for address in &self.0 {
+        for address in &self.answers {
             out.push(*address);
         }
         Ok(out)
@@ -408,7 +421,7 @@ impl Resolver for FixedAnswers {
 fn strict_sender(answers: Vec<SocketAddr>) -> Sender {
     let http = HttpClient::with_resolver(
         Duration::from_secs(2),
-        PublicAddressResolver::with_inner(Box::new(FixedAnswers(answers)), false),
+        PublicAddressResolver::with_inner(Box::new(FixedAnswers::new(answers)), false),
     );
     let mut config = config(1, Duration::from_secs(2));
     config.policy.allow_insecure = false;
@@ -506,34 +519,14 @@ fn tls_and_name_lookup_failures_are_network_errors() {
     assert_eq!(results[0].reason, "host not found");
 }
 
-/// Name lookup that counts how often it is asked.
-#[derive(Debug)]
-struct CountingLookups(SocketAddr, Arc<Mutex<usize>>);
-
-impl Resolver for CountingLookups {
-    fn resolve(
-        &self,
-        _uri: &Uri,
-        _config: &Config,
-        _timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        *self.1.lock().expect("lock") += 1;
-        let mut out = DefaultResolver::default().empty();
-        out.push(self.0);
-        Ok(out)
-    }
-}
-
 #[test]
 fn a_name_is_looked_up_once_per_minute_not_once_per_push() {
     let service = PushService::start();
-    let lookups = Arc::new(Mutex::new(0));
+    let resolver = FixedAnswers::new(vec![service.address]);
+    let lookups = Arc::clone(&resolver.lookups);
     let http = HttpClient::with_resolver(
         Duration::from_secs(2),
-        PublicAddressResolver::with_inner(
-            Box::new(CountingLookups(service.address, Arc::clone(&lookups))),
-            true,
-        ),
+        PublicAddressResolver::with_inner(Box::new(resolver), true),
     );
     let sender = Sender::start_with_http(config(1, Duration::from_secs(2)), http).expect("sender");
     let endpoint = format!("http://push.example.net:{}/ok", service.address.port());

@@ -244,9 +244,7 @@ end
 
 -- The VAPID subject: configured, or the first admin mailto: address of contact_info that push
 -- services take, or https://<host>.
-local function valid_subject(candidate)
-	return native.vapid_header(private_key, "https://push.example.net/", candidate);
-end
+local valid_subject = native.check_subject;
 local subject = module:get_option_string("web_push_vapid_subject");
 if subject then
 	local ok, err = valid_subject(subject);

@@ -152,6 +152,10 @@ describe("web_push native library", function()
 			local ok, err = web_push.vapid_header(private, "https://push.example.net/", "admin@example.org");
 			assert.is_nil(ok);
 			assert.equal("subject must be a mailto: or https: URL", err);
+			assert.is_true(web_push.check_subject("mailto:admin@example.org"));
+			ok, err = web_push.check_subject("mailto:admin@localhost");
+			assert.is_nil(ok);
+			assert.equal("subject must be a mailto: or https: URL", err);
 		end);
 	end);
 

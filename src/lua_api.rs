@@ -10,7 +10,7 @@ use crate::http::{valid_topic, Urgency};
 use crate::keys::VapidKey;
 use crate::sender::{Job, Sender, SenderConfig};
 use crate::subscription::SubscriptionKeys;
-use crate::vapid::{unix_now, VapidSigner};
+use crate::vapid::{check_subject, unix_now, VapidSigner};
 use crate::{b64, outcome};
 
 /// The longest TTL a push service keeps a message (autopush clips to 30 days).
@@ -376,6 +376,17 @@ fn web_push(lua: &Lua) -> LuaResult<LuaTable> {
                 }
             },
         )?,
+    )?;
+    api.set(
+        "check_subject",
+        lua.create_function(|lua, subject: Value| {
+            match text(&subject, "subject")
+                .and_then(|s| check_subject(&s).map_err(|e| e.to_string()))
+            {
+                Ok(()) => true.into_lua_multi(lua),
+                Err(message) => failure(lua, message),
+            }
+        })?,
     )?;
     api.set(
         "parse_retry_after",

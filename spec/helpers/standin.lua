@@ -267,7 +267,9 @@ Sender.__index = Sender;
 
 function World:new_sender(options)
 	assert(type(options) == "table", "options must be a table");
-	local ok, err = self.native.vapid_header(options.private_key, "https://push.example.net/x", options.subject);
+	local ok, err = self.native.public_key(options.private_key);
+	if not ok then return nil, err; end
+	ok, err = self.native.check_subject(options.subject);
 	if not ok then return nil, err; end
 	local sender = setmetatable({
 		world = self, host = self.loading_host, options = options, jobs = {}, results = {}, next_id = 0, closed = false,

@@ -175,6 +175,24 @@ def end_to_end(workdir, versions, accounts, pings, quiet_wait):
     return results
 
 
+def profile_only(args):
+    import profile
+    workdir = args.workdir or tempfile.mkdtemp(prefix="mod_web_push-bench-")
+    version = args.versions.split()[0]
+    print(f"Machine: {machine()}; Prosody {installed_version(version)}, {args.accounts} accounts", flush=True)
+    wait_until_quiet(args.quiet_wait)
+    sink = PushSink()
+    pinger = xmppload.Pinger()
+    try:
+        coroutine = profile.run(version, os.path.join(workdir, f"prosody-{version}"), sink, pinger,
+                                args.accounts, args.profile, log)
+        print(aio.run(coroutine, 600), flush=True)
+    finally:
+        sink.close()
+        pinger.close()
+        procs.kill_all()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per cryptography figure")
@@ -187,7 +205,12 @@ def main():
     parser.add_argument("--pickle", default="", help="also keep the figures here, to redraw with plot.py")
     parser.add_argument("--workdir", default="", help="Prosody's files go here (default: a temp dir)")
     parser.add_argument("--quiet-wait", type=float, default=60, help="seconds to wait at most for a quiet machine")
+    parser.add_argument("--profile", type=int, default=0, metavar="BATCHES",
+                        help="instead of the bench: perf profile of Prosody's main thread over this many "
+                             "batches with pushes and as many without (first version only; needs perf)")
     args = parser.parse_args()
+    if args.profile:
+        return profile_only(args)
 
     started = time.monotonic()
     workdir = args.workdir or tempfile.mkdtemp(prefix="mod_web_push-bench-")

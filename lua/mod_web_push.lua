@@ -302,6 +302,7 @@ local latency = module:measure("push_latency", "times", {
 });
 
 local host_sessions = prosody.hosts[host].sessions;
+local host_events = prosody.hosts[host].events;
 local sub_store = module:open_store("web_push");
 
 --------------------------------------------------------------------------------------------------
@@ -357,7 +358,7 @@ local function make_entry(user, subs)
 				type(endpoint) == "string" and label(endpoint) or "?", user);
 		end
 	end
-	return { subs = subs, blocked = blocked };
+	return { subs = subs, blocked = blocked, keys = {} };
 end
 
 local function load_user(user)
@@ -376,6 +377,17 @@ end
 
 local function usable(entry, endpoint)
 	return entry.subs[endpoint] ~= nil and not (entry.blocked and entry.blocked[endpoint]);
+end
+
+-- A subscription's key ("user\0endpoint") for the tables below, made once per cache entry:
+-- every string made per push is garbage that Prosody's eager collector pays for.
+local function subkey(entry, user, endpoint)
+	local key = entry.keys[endpoint];
+	if not key then
+		key = user .. "\0" .. endpoint;
+		entry.keys[endpoint] = key;
+	end
+	return key;
 end
 
 local function sessions_of(user)
@@ -467,7 +479,9 @@ end
 -- only while one of these does.
 
 local busy = {};
-local jobs = {}; -- sender job id -> { state, job, notice, attempt, deadline }
+-- sender job id -> { state, notice, deadline, retries?, payload? and urgency? (set by a
+-- web_push/push handler) }; kept to four fields in the usual case, one hash part of four.
+local jobs = {};
 local recent = cache.new(USER_CACHE_SIZE); -- subscription -> when it was last pushed
 local buckets = cache.new(USER_CACHE_SIZE); -- account -> { tokens, stamp }
 local bucket_rate = per_minute / 60;
@@ -594,17 +608,25 @@ local function unwrap(stanza)
 	return inner, false;
 end
 
+-- Children that make a message important whatever else it holds (encrypted, a call), by
+-- namespace and name: one look at each child instead of a search per kind.
+local important_children = {
+	["eu.siacs.conversations.axolotl"] = { encrypted = true };
+	["urn:xmpp:omemo:0"] = { encrypted = true };
+	["urn:xmpp:omemo:2"] = { encrypted = true };
+	["jabber:x:encrypted"] = { x = true };
+	["urn:xmpp:openpgp:0"] = { openpgp = true };
+	["urn:xmpp:jingle-message:0"] = { propose = true };
+};
+
 local function is_important(message, sent_carbon)
 	if sent_carbon then return false; end
 	local kind = message.attr.type;
 	if kind == "headline" or kind == "error" then return false; end
-	if message:get_child("encrypted", "eu.siacs.conversations.axolotl")
-	or message:get_child("encrypted", "urn:xmpp:omemo:0")
-	or message:get_child("encrypted", "urn:xmpp:omemo:2")
-	or message:get_child("x", "jabber:x:encrypted")
-	or message:get_child("openpgp", "urn:xmpp:openpgp:0")
-	or is_call(message) then
-		return true;
+	local tags = message.tags;
+	for i = 1, #tags do
+		local names = important_children[tags[i].attr.xmlns];
+		if names and names[tags[i].name] then return true; end
 	end
 	if kind == "groupchat" and message:get_child("subject") then return false; end
 	local body = body_of(message);
@@ -618,15 +640,17 @@ local function describe(stanza)
 	local message, sent_carbon = unwrap(stanza);
 	local important = is_important(message, sent_carbon);
 	if important_only and not important then return nil; end
-	return {
+	-- Sender and body only when the payload may carry them: a smaller table per message.
+	local notice = {
 		count = 1;
 		important = important;
 		urgency = important and "high" or "normal";
-		sender = message.attr.from;
-		body = body_of(message);
 		stanza = stanza;
 		done = latency();
 	};
+	if with_sender then notice.sender = message.attr.from; end
+	if with_body then notice.body = body_of(message); end
+	return notice;
 end
 
 local urgency_rank = { ["very-low"] = 0, low = 1, normal = 2, high = 3 };
@@ -651,36 +675,54 @@ end
 
 -- At most once per stanza and subscription: by the stanza object (smacks hands the same object
 -- to every event about it) and by its archive id (MAM and delivery see different copies).
-local marks = setmetatable({}, { __mode = "k" });
-local seen = cache.new(4096);
+-- Both remember a subscription key, or a set of them when a stanza goes to several: the usual
+-- case (one subscription) makes no table.
+local marks = setmetatable({}, { __mode = "k" }); -- stanza -> key or set
+local SEEN_SIZE = 4096;
+local seen, seen_order, seen_last = {}, {}, 0; -- archive id -> key or set; ring of ids
 
 local function stanza_id(stanza, account)
 	local tag = stanza:get_child_with_attr("stanza-id", xmlns_sid, "by", account);
 	return tag and tag.attr.id;
 end
 
-local function first_time(stanza, sid, subkey)
-	local m = marks[stanza];
-	if m then
-		if m[subkey] then return false; end
+-- Adds key to what `map[id]` holds; false if it was there already.
+local function add_key(map, id, key)
+	local had = map[id];
+	if had == nil then
+		map[id] = key;
+	elseif had == key then
+		return false;
+	elseif type(had) == "string" then
+		map[id] = { [had] = true, [key] = true };
+	elseif had[key] then
+		return false;
 	else
-		m = {};
-		marks[stanza] = m;
-	end
-	m[subkey] = true;
-	if sid then
-		local key = subkey .. "\0" .. sid;
-		if seen:get(key) then return false; end
-		seen:set(key, true);
+		had[key] = true;
 	end
 	return true;
+end
+
+local function first_time(stanza, sid, key)
+	if not add_key(marks, stanza, key) then return false; end
+	if not sid then return true; end
+	if seen[sid] == nil then -- a new id takes the place of the oldest
+		seen_last = seen_last % SEEN_SIZE + 1;
+		local oldest = seen_order[seen_last];
+		if oldest ~= nil then seen[oldest] = nil; end
+		seen_order[seen_last] = sid;
+	end
+	return add_key(seen, sid, key);
 end
 
 --------------------------------------------------------------------------------------------------
 -- The payload (DESIGN.md) and its size limit.
 
-local function payload_for(account, notice)
-	local payload = { account = account, ["message-count"] = notice.count };
+-- `into`: a table to fill (see `scratch` below) instead of a new one.
+local function payload_for(account, notice, into)
+	local payload = into or {};
+	payload.account, payload["message-count"] = account, notice.count;
+	payload.important, payload["last-message-sender"], payload["last-message-body"] = nil, nil, nil;
 	if notice.ping then return payload; end
 	payload.important = notice.important;
 	if with_sender and notice.sender then
@@ -773,11 +815,17 @@ end
 
 local schedule, after_job; -- forward declarations
 
-local function submit(pending)
-	local id, err = sender:push(pending.job);
+-- When no web_push/push handler can keep the payload table, one table serves every push:
+-- sender:push encodes it before it returns, and a retry fills it again from the notice.
+local scratch = {};
+
+local function submit(pending, record, job_ttl, payload, urgency)
+	local state = pending.state;
+	local id, err = sender:push(state.endpoint, record.p256dh, record.auth, payload, job_ttl, urgency,
+		topic_for(state.user .. "@" .. host));
 	if not id then
 		count_failed(1);
-		module:log("warn", "Push to %s of %s not sent: %s", label(pending.state.endpoint), pending.state.user, err);
+		module:log("warn", "Push to %s of %s not sent: %s", label(state.endpoint), state.user, err);
 		return false;
 	end
 	jobs[id] = pending;
@@ -792,17 +840,22 @@ local function send(state, notice)
 	local record = entry and usable(entry, endpoint) and entry.subs[endpoint];
 	if not record then return settle(state); end
 	local account = user .. "@" .. host;
-	local event = {
-		username = user, account = account, endpoint = endpoint,
-		payload = payload_for(account, notice),
-		important = notice.important, urgency = notice.urgency, stanza = notice.stanza,
-	};
-	if module:fire_event("web_push/push", event) then
-		module:log("debug", "Push to %s of %s vetoed by %s", label(endpoint), account, event.reason or "an event handler");
-		return settle(state);
+	local listened = host_events.get_handlers("web_push/push") ~= nil;
+	local payload, urgency = payload_for(account, notice, not listened and scratch or nil), notice.urgency;
+	if listened then -- the event only when someone listens
+		local event = {
+			username = user, account = account, endpoint = endpoint, payload = payload,
+			important = notice.important, urgency = urgency, stanza = notice.stanza,
+		};
+		if module:fire_event("web_push/push", event) then
+			module:log("debug", "Push to %s of %s vetoed by %s", label(endpoint), account, event.reason or "an event handler");
+			return settle(state);
+		end
+		payload = event.payload;
+		if urgency_rank[event.urgency] then urgency = event.urgency; end
 	end
-	local payload, err = fit(event.payload);
-	if not payload then
+	local encoded, err = fit(payload);
+	if not encoded then
 		count_failed(1);
 		module:log("warn", "Push to %s of %s not sent: %s", label(endpoint), account, err);
 		return settle(state);
@@ -810,20 +863,13 @@ local function send(state, notice)
 	local t = now();
 	take_token(user, t);
 	recent:set(state.key, t);
-	local pending = {
-		state = state, notice = notice, attempt = 1, deadline = t + ttl,
-		job = {
-			endpoint = endpoint, p256dh = record.p256dh, auth = record.auth, payload = payload,
-			ttl = ttl, urgency = urgency_rank[event.urgency] and event.urgency or notice.urgency,
-			topic = topic_for(account),
-		},
-	};
-	if not submit(pending) then settle(state); end
+	local pending = { state = state, notice = notice, deadline = t + ttl };
+	if listened then pending.payload, pending.urgency = encoded, urgency; end
+	if not submit(pending, record, ttl, encoded, urgency) then settle(state); end
 end
 
--- A new notice for a subscription: sent now, or coalesced with what waits for it.
-local function deliver(user, endpoint, notice)
-	local key = user .. "\0" .. endpoint;
+-- A new notice for a subscription (key: its subkey): sent now, or coalesced with what waits.
+local function deliver(user, endpoint, key, notice)
 	local state = busy[key];
 	if not state then
 		state = { key = key, user = user, endpoint = endpoint };
@@ -877,32 +923,45 @@ local function retry(pending)
 	pending.retry_timer = nil;
 	local state = pending.state;
 	if state.dropped then return; end
-	pending.attempt = pending.attempt + 1;
-	pending.job.ttl = math.floor(pending.deadline - now());
-	if pending.job.ttl < 1 then
+	pending.retries = (pending.retries or 0) + 1;
+	local left = math.floor(pending.deadline - now());
+	local entry = load_user(state.user);
+	local record = entry and usable(entry, state.endpoint) and entry.subs[state.endpoint];
+	local payload, urgency = pending.payload, pending.urgency or pending.notice.urgency;
+	local err;
+	if payload == nil then
+		payload, err = fit(payload_for(state.user .. "@" .. host, pending.notice, scratch));
+	end
+	if left < 1 then
 		count_failed(1);
 		module:log("warn", "Push to %s of %s failed: its TTL ran out while retrying", label(state.endpoint), state.user);
-	elseif submit(pending) then
+	elseif not record then
+		count_failed(1);
+		module:log("debug", "Push to %s of %s not retried: the subscription is no longer usable", label(state.endpoint), state.user);
+	elseif not payload then
+		count_failed(1);
+		module:log("warn", "Push to %s of %s not retried: %s", label(state.endpoint), state.user, err);
+	elseif submit(pending, record, left, payload, urgency) then
 		return;
 	end
 	pending.notice.done();
 	after_job(state);
 end
 
-local function on_result(result)
-	local pending = jobs[result.id];
+local function on_result(id, outcome, code, retry_after, reason_text, elapsed)
+	local pending = jobs[id];
 	if not pending then return; end
-	jobs[result.id] = nil;
+	jobs[id] = nil;
 	local state = pending.state;
 	local user, endpoint = state.user, state.endpoint;
 	local name, account = label(endpoint), user .. "@" .. host;
-	local status = result.status and (" HTTP " .. tostring(result.status)) or "";
-	local reason = tostring(result.reason or result.outcome);
-	local outcome = result.outcome;
+	local status = code and (" HTTP " .. tostring(code)) or "";
+	local reason = tostring(reason_text or outcome);
 
+	local attempts = (pending.retries or 0) + 1;
 	if outcome == "retry" or outcome == "network" then
-		local delay = backoff(pending.attempt, result.retry_after);
-		if not state.dropped and pending.attempt < RETRY_ATTEMPTS and pending.deadline - now() - delay >= 1 then
+		local delay = backoff(attempts, retry_after);
+		if not state.dropped and attempts < RETRY_ATTEMPTS and pending.deadline - now() - delay >= 1 then
 			count_retried(1);
 			module:log("debug", "Push to %s of %s will be retried in %.1fs (%s%s)", name, account, delay, reason, status);
 			pending.retry_timer = after(delay, function () retry(pending); end);
@@ -911,14 +970,14 @@ local function on_result(result)
 		count_failed(1);
 		pending.notice.done();
 		module:log(state.dropped and "debug" or "warn", "Push to %s of %s failed after %d attempt(s) (%s%s)",
-			name, account, pending.attempt, reason, status);
+			name, account, attempts, reason, status);
 		return after_job(state);
 	end
 
 	pending.notice.done();
 	if outcome == "delivered" then
 		count_delivered(1);
-		module:log("debug", "Push to %s of %s delivered (%s%s, %.3fs)", name, account, reason, status, result.elapsed or 0);
+		module:log("debug", "Push to %s of %s delivered (%s%s, %.3fs)", name, account, reason, status, elapsed or 0);
 		local entry = not state.dropped and load_user(user);
 		local record = entry and entry.subs[endpoint];
 		if record and (tonumber(record.errors) or 0) > 0 then
@@ -937,7 +996,6 @@ local function on_result(result)
 	local entry = not state.dropped and load_user(user);
 	local record = entry and entry.subs[endpoint];
 	local errors = (record and tonumber(record.errors) or 0) + 1;
-	local code = result.status;
 	if (code == 400 or code == 401 or code == 403) and not config_problem_logged[code] then
 		config_problem_logged[code] = true;
 		module:log("warn", "Push service refused a push to %s of %s (%s%s): this looks like a configuration "
@@ -953,17 +1011,17 @@ local function on_result(result)
 	return after_job(state);
 end
 
-local function drain()
-	local ok, results = pcall(sender.drain, sender);
+local function handle_result(...)
+	local ok, err = pcall(on_result, ...);
 	if not ok then
-		module:log("error", "Reading push results failed: %s", results);
-		return;
+		module:log("error", "Handling a push result failed: %s", err);
 	end
-	for i = 1, #results do
-		local handled, err = pcall(on_result, results[i]);
-		if not handled then
-			module:log("error", "Handling a push result failed: %s", err);
-		end
+end
+
+local function drain()
+	local ok, err = pcall(sender.drain, sender, handle_result);
+	if not ok then
+		module:log("error", "Reading push results failed: %s", err);
 	end
 end
 
@@ -979,9 +1037,11 @@ local function push_stanza(user, stanza, sid, skip)
 	local account = user .. "@" .. host;
 	sid = sid or stanza_id(stanza, account);
 	for endpoint in pairs(entry.subs) do
-		if usable(entry, endpoint) and not (skip and skip[endpoint])
-		and first_time(stanza, sid, user .. "\0" .. endpoint) then
-			deliver(user, endpoint, notice);
+		if usable(entry, endpoint) and not (skip and skip[endpoint]) then
+			local key = subkey(entry, user, endpoint);
+			if first_time(stanza, sid, key) then
+				deliver(user, endpoint, key, notice);
+			end
 		end
 	end
 end
@@ -1018,15 +1078,15 @@ local function push_session(session, s, stanzas)
 	local pushed;
 	for endpoint in pairs(s.endpoints) do
 		if usable(entry, endpoint) then
-			local subkey = user .. "\0" .. endpoint;
+			local key = subkey(entry, user, endpoint);
 			local notice;
 			for _, d in ipairs(described) do
-				if first_time(d.stanza, d.sid, subkey) then
+				if first_time(d.stanza, d.sid, key) then
 					if notice then merge(notice, d.notice); else notice = copy_notice(d.notice); end
 				end
 			end
 			if notice and not (hib and (hib.important or (hib.any and not notice.important))) then
-				deliver(user, endpoint, notice);
+				deliver(user, endpoint, key, notice);
 				pushed = pushed or notice.important or false;
 			end
 		end
@@ -1142,7 +1202,7 @@ module:hook("cloud-notify-ping", function (event)
 	for endpoint in pairs(entry.subs) do
 		if usable(entry, endpoint) then
 			notice = notice or { count = 0, ping = true, important = false, urgency = "low", done = latency() };
-			deliver(user, endpoint, notice);
+			deliver(user, endpoint, subkey(entry, user, endpoint), notice);
 		end
 	end
 end);

@@ -190,6 +190,34 @@ describe("retries", function ()
 		assert.truthy(retried.job.ttl <= 36 and retried.job.ttl >= 34, tostring(retried.job.ttl)); -- 60 - 5 - 20
 	end);
 
+	it("carry the same payload and urgency as the first attempt", function ()
+		for _, amended in ipairs({ false, true }) do
+			local world, host = setup({ push_notification_with_body = true, push_notification_with_sender = true });
+			local sub = offline_juliet(host);
+			if amended then
+				host.api:hook("web_push/push", function (event)
+					event.payload.room = "balcony";
+					event.urgency = "low";
+				end);
+			end
+			host:offline("juliet", message("first words"));
+			local push = last_push(world, sub);
+			-- Another push meanwhile (to another account) must not change what is retried.
+			local other = host:subscribed_offline("nurse");
+			host:offline("nurse", standin.message(ROMEO, "nurse@" .. HOST, "other words"));
+			assert.equal(1, #world:pushes_for(other));
+			world:answer(push, "retry", { status = 503 });
+			world:advance(2);
+			local retried = last_push(world, sub);
+			assert.are_not.equal(push, retried);
+			assert.same(push.notification, retried.notification);
+			assert.equal("first words", retried.notification["last-message-body"]);
+			assert.equal(amended and "low" or "high", retried.job.urgency);
+			assert.equal(push.job.urgency, retried.job.urgency);
+			assert.equal(amended and "balcony" or nil, retried.notification.room);
+		end
+	end);
+
 	it("are dropped when the subscription is disabled meanwhile", function ()
 		local world, host = setup();
 		local session = host:session("juliet", "other");

@@ -173,37 +173,83 @@ describe("web_push native library", function()
 		it("refuses bad jobs with a message and closes cleanly", function()
 			local private = web_push.generate_keypair();
 			local sender = assert(web_push.new_sender({ private_key = private, subject = "mailto:a@example.org", workers = 1 }));
+			local endpoint = "https://push.example.net/x";
 			assert.is_number(sender:fd());
-			local ok, err = sender:push({ endpoint = "https://push.example.net/x", p256dh = "AAAA", auth = vector.auth_secret, payload = {} });
+			local ok, err = sender:push(endpoint, "AAAA", vector.auth_secret, {});
 			assert.is_nil(ok);
 			assert.equal("p256dh has 3 bytes, expected 65", err);
-			ok, err = sender:push({ endpoint = "https://push.example.net/x", p256dh = vector.ua_public, auth = vector.auth_secret, payload = { a = 1 }, topic = "no spaces" });
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, { a = 1 }, nil, nil, "no spaces");
 			assert.is_nil(ok);
 			assert.matches("topic", err);
-			ok, err = sender:push({ endpoint = "https://push.example.net/x", p256dh = vector.ua_public, auth = vector.auth_secret, payload = function() end });
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, function() end);
 			assert.is_nil(ok);
 			assert.equal("payload must be a table or a string, not function", err);
-			assert.same({}, sender:drain());
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, { f = function() end });
+			assert.is_nil(ok);
+			assert.matches("^payload cannot be JSON", err);
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, "{}", "a day");
+			assert.is_nil(ok);
+			assert.equal("ttl must be a number, not string", err);
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, "{}", 60, "urgent");
+			assert.is_nil(ok);
+			assert.equal("urgency must be very-low, low, normal or high", err);
+			ok, err = sender:push(nil, vector.ua_public, vector.auth_secret, "{}");
+			assert.is_nil(ok);
+			assert.equal("endpoint is missing", err);
+			assert.equal(0, sender:drain(function() error("no result was expected"); end));
 			sender:close();
-			ok, err = sender:push({ endpoint = "https://push.example.net/x", p256dh = vector.ua_public, auth = vector.auth_secret, payload = "{}" });
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, "{}");
 			assert.is_nil(ok);
 			assert.equal("sender closed", err);
 		end);
 
+		local function drain_until(sender, count, handler)
+			local seen = 0;
+			for _ = 1, 500 do
+				seen = seen + sender:drain(handler);
+				if seen >= count then break; end
+				require "socket".sleep(0.01);
+			end
+			return seen;
+		end
+
 		it("reports a refused endpoint through drain", function()
 			local private = web_push.generate_keypair();
 			local sender = assert(web_push.new_sender({ private_key = private, subject = "mailto:a@example.org", workers = 1, hosts = { "push.example.net" } }));
-			local id = assert(sender:push({ endpoint = "https://other.example.net/x", p256dh = vector.ua_public, auth = vector.auth_secret, payload = { account = "a@b" } }));
+			local id = assert(sender:push("https://other.example.net/x", vector.ua_public, vector.auth_secret, { account = "a@b" }, 60, "high", "abc"));
 			local results = {};
-			for _ = 1, 200 do
-				results = sender:drain();
-				if #results > 0 then break; end
+			drain_until(sender, 1, function (...) results[#results + 1] = table.pack(...); end);
+			assert.equal(1, #results);
+			local got_id, outcome, status, retry_after, reason, elapsed = table.unpack(results[1], 1, 6);
+			assert.equal(id, got_id);
+			assert.equal("rejected", outcome);
+			assert.is_nil(status);
+			assert.is_nil(retry_after);
+			assert.equal("endpoint host is not in web_push_endpoint_hosts", reason);
+			assert.is_number(elapsed);
+			sender:close();
+		end);
+
+		it("hands every result over even when the handler raises an error", function()
+			local private = web_push.generate_keypair();
+			local sender = assert(web_push.new_sender({ private_key = private, subject = "mailto:a@example.org", workers = 1, hosts = { "push.example.net" } }));
+			for _ = 1, 3 do
+				assert(sender:push("https://other.example.net/x", vector.ua_public, vector.auth_secret, "{}"));
+			end
+			-- Wait until all three results are in, without taking them.
+			local deadline = os.time() + 10;
+			while sender:stats().in_flight + sender:stats().queued > 0 and os.time() < deadline do
 				require "socket".sleep(0.01);
 			end
-			assert.equal(1, #results);
-			assert.equal(id, results[1].id);
-			assert.equal("rejected", results[1].outcome);
-			assert.equal("endpoint host is not in web_push_endpoint_hosts", results[1].reason);
+			require "socket".sleep(0.05);
+			local calls = 0;
+			local ok, err = pcall(sender.drain, sender, function ()
+				calls = calls + 1;
+				error("handler failed " .. calls);
+			end);
+			assert.is_false(ok);
+			assert.matches("handler failed 1", tostring(err));
+			assert.equal(3, calls);
 			sender:close();
 		end);
 	end);

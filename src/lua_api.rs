@@ -98,13 +98,6 @@ fn optional_number(table: &LuaTable, field: &str) -> Result<Option<f64>, String>
     }
 }
 
-fn optional_text(table: &LuaTable, field: &str) -> Result<Option<String>, String> {
-    match table.get::<Value>(field).map_err(|e| e.to_string())? {
-        Value::Nil => Ok(None),
-        value => text(&value, field).map(Some),
-    }
-}
-
 fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {
     let key = key_arg(
         &options
@@ -132,27 +125,33 @@ fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {
     })
 }
 
-fn job_from(lua: &Lua, table: &LuaTable) -> Result<Job, String> {
-    let endpoint = text(
-        &table.get::<Value>("endpoint").map_err(|e| e.to_string())?,
-        "endpoint",
-    )?;
-    let p256dh = text(
-        &table.get::<Value>("p256dh").map_err(|e| e.to_string())?,
-        "p256dh",
-    )?;
-    let auth = text(
-        &table.get::<Value>("auth").map_err(|e| e.to_string())?,
-        "auth",
-    )?;
-    let keys = SubscriptionKeys::decode(&p256dh, &auth).map_err(|e| e.to_string())?;
-    let payload = match table.get::<Value>("payload").map_err(|e| e.to_string())? {
+fn number(value: &Value, name: &str) -> Result<Option<f64>, String> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::Integer(i) => Ok(Some(*i as f64)),
+        Value::Number(n) if n.is_finite() => Ok(Some(*n)),
+        other => Err(format!(
+            "{name} must be a number, not {}",
+            other.type_name()
+        )),
+    }
+}
+
+/// `sender:push`'s arguments: endpoint, p256dh, auth, payload, ttl, urgency, topic. Positional
+/// rather than a table: this runs once per push on Prosody's thread, and a table per push is
+/// garbage that Prosody's collector (tuned to collect early) pays for many times over.
+type PushArgs = (Value, Value, Value, Value, Value, Value, Value);
+
+fn job_from(
+    (endpoint, p256dh, auth, payload, ttl, urgency, topic): PushArgs,
+) -> Result<Job, String> {
+    let endpoint = text(&endpoint, "endpoint")?;
+    let keys = SubscriptionKeys::decode(&text(&p256dh, "p256dh")?, &text(&auth, "auth")?)
+        .map_err(|e| e.to_string())?;
+    let payload = match payload {
         Value::String(s) => s.as_bytes().to_vec(),
         value @ Value::Table(_) => {
-            let json: serde_json::Value = lua
-                .from_value(value)
-                .map_err(|e| format!("payload cannot be JSON: {e}"))?;
-            serde_json::to_vec(&json).map_err(|e| format!("payload cannot be JSON: {e}"))?
+            serde_json::to_vec(&value).map_err(|e| format!("payload cannot be JSON: {e}"))?
         }
         Value::Nil => return Err("payload is missing".into()),
         other => {
@@ -168,18 +167,22 @@ fn job_from(lua: &Lua, table: &LuaTable) -> Result<Job, String> {
             payload.len()
         ));
     }
-    let ttl = match optional_number(table, "ttl")? {
+    let ttl = match number(&ttl, "ttl")? {
         None => DEFAULT_TTL,
         Some(ttl) if (0.0..=MAX_TTL as f64).contains(&ttl) => ttl as u32,
         Some(_) => return Err(format!("ttl must be between 0 and {MAX_TTL}")),
     };
-    let urgency = match optional_text(table, "urgency")? {
-        None => None,
-        Some(text) => {
-            Some(Urgency::parse(&text).ok_or("urgency must be very-low, low, normal or high")?)
-        }
+    let urgency = match urgency {
+        Value::Nil => None,
+        value => Some(
+            Urgency::parse(&text(&value, "urgency")?)
+                .ok_or("urgency must be very-low, low, normal or high")?,
+        ),
     };
-    let topic = optional_text(table, "topic")?;
+    let topic = match topic {
+        Value::Nil => None,
+        value => Some(text(&value, "topic")?),
+    };
     if let Some(topic) = &topic {
         if !valid_topic(topic) {
             return Err("topic must be 1 to 32 characters of A-Z, a-z, 0-9".into());
@@ -199,31 +202,37 @@ struct LuaSender(Sender);
 
 impl UserData for LuaSender {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("push", |lua, this, job: Value| {
-            let Value::Table(job) = job else {
-                return failure(lua, "job must be a table");
-            };
-            match job_from(lua, &job) {
-                Ok(job) => match this.0.push(job) {
-                    Ok(id) => id.into_lua_multi(lua),
-                    Err(error) => failure(lua, error),
-                },
-                Err(message) => failure(lua, message),
-            }
+        methods.add_method("push", |lua, this, args: PushArgs| match job_from(args) {
+            Ok(job) => match this.0.push(job) {
+                Ok(id) => id.into_lua_multi(lua),
+                Err(error) => failure(lua, error),
+            },
+            Err(message) => failure(lua, message),
         });
-        methods.add_method("drain", |lua, this, ()| {
-            let results = lua.create_table()?;
+        // Each result goes to `handler` as arguments, not as a table (no garbage per result).
+        // An error from the handler does not lose the results after it: they are handed over
+        // too, and the first error is raised at the end.
+        methods.add_method("drain", |_, this, handler: LuaFunction| {
+            let mut handed = 0usize;
+            let mut first_error = None;
             for result in this.0.drain() {
-                let entry = lua.create_table()?;
-                entry.set("id", result.id)?;
-                entry.set("outcome", result.outcome.as_str())?;
-                entry.set("status", result.status)?;
-                entry.set("retry_after", result.retry_after)?;
-                entry.set("reason", result.reason)?;
-                entry.set("elapsed", result.elapsed.as_secs_f64())?;
-                results.push(entry)?;
+                handed += 1;
+                let called = handler.call::<()>((
+                    result.id,
+                    result.outcome.as_str(),
+                    result.status,
+                    result.retry_after,
+                    result.reason,
+                    result.elapsed.as_secs_f64(),
+                ));
+                if let Err(error) = called {
+                    first_error.get_or_insert(error);
+                }
             }
-            Ok(results)
+            match first_error {
+                Some(error) => Err(error),
+                None => Ok(handed),
+            }
         });
         methods.add_method("fd", |_, this, ()| Ok(this.0.fd()));
         methods.add_method("stats", |lua, this, ()| {
@@ -233,6 +242,7 @@ impl UserData for LuaSender {
             table.set("in_flight", stats.in_flight)?;
             table.set("pushed", stats.pushed)?;
             table.set("refused", stats.refused)?;
+            table.set("wakeups", stats.wakeups)?;
             table.set("workers", this.0.live_workers())?;
             Ok(table)
         });

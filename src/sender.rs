@@ -23,6 +23,18 @@ pub const MAX_QUEUE: usize = 1_000_000;
 /// How long `close` waits for idle workers to leave before it returns; busy ones leave when
 /// their request ends (bounded by the request timeout), without holding up the caller.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
+/// While jobs keep coming, one idle worker looks at the queue this often instead of sleeping
+/// until woken: waking a sleeping thread costs the waker (Prosody's thread) a futex call and an
+/// inter-processor interrupt, ~11 µs on a VM, which is more than the rest of a push costs it.
+/// The price is at most this much latency for a push that finds no worker awake.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How long after the last job the looking goes on; then idle workers sleep until woken, so an
+/// idle server has no timer firing for us.
+const POLL_LINGER: Duration = Duration::from_millis(100);
+/// Results wake Prosody's event loop at most this often while pushes keep coming (the first
+/// after a quiet spell at once): each wake-up costs its thread a pass through the loop and
+/// the module's drain, and nothing about a result is urgent.
+const RESULT_BATCH: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SenderError {
@@ -79,6 +91,18 @@ pub struct Stats {
     pub in_flight: usize,
     pub pushed: u64,
     pub refused: u64,
+    /// Pushes that had to wake a sleeping worker (each costs the caller a system call).
+    pub wakeups: u64,
+}
+
+/// Results waiting for `drain`, and whether the wake-up socket already says so.
+struct Results {
+    list: Vec<PushResult>,
+    signalled: bool,
+    last_signal: Option<Instant>,
+    /// Results wait for the signaller thread to make the socket readable when it is time.
+    deferred: bool,
+    closed: bool,
 }
 
 struct Queue {
@@ -86,6 +110,16 @@ struct Queue {
     closed: bool,
     in_flight: usize,
     live_workers: usize,
+    /// Workers waiting until woken (their index); a waker takes one out and sets its flag in
+    /// `woken`, so no wake-up is lost or given twice.
+    sleepers: Vec<usize>,
+    woken: Vec<bool>,
+    /// Woken workers that have not looked at the queue yet: one is already on its way.
+    on_their_way: usize,
+    /// Whether a worker will look at the queue again within `POLL_INTERVAL` by itself (at most
+    /// one does); while one does, nobody needs waking.
+    polling: bool,
+    last_job: Option<Instant>,
 }
 
 /// The part of a push that needs no network: check, encrypt, sign. Public for benchmarks,
@@ -97,9 +131,11 @@ pub struct Preparer {
 
 struct Shared {
     queue: Mutex<Queue>,
-    job_ready: Condvar,
+    /// One per worker: each waits on its own, so a wake-up reaches the worker it was meant for.
+    wake: Vec<Condvar>,
     workers_left: Condvar,
-    results: Mutex<Vec<PushResult>>,
+    results: Mutex<Results>,
+    results_deferred: Condvar,
     wake_reader: UnixStream,
     wake_writer: UnixStream,
     preparer: Preparer,
@@ -107,6 +143,7 @@ struct Shared {
     queue_size: usize,
     pushed: AtomicU64,
     refused: AtomicU64,
+    wakeups: AtomicU64,
 }
 
 pub struct Sender {
@@ -151,10 +188,22 @@ impl Sender {
                 closed: false,
                 in_flight: 0,
                 live_workers: 0,
+                sleepers: Vec::with_capacity(config.workers),
+                woken: vec![false; config.workers],
+                on_their_way: 0,
+                polling: false,
+                last_job: None,
             }),
-            job_ready: Condvar::new(),
+            wake: (0..config.workers).map(|_| Condvar::new()).collect(),
             workers_left: Condvar::new(),
-            results: Mutex::new(Vec::new()),
+            results: Mutex::new(Results {
+                list: Vec::new(),
+                signalled: false,
+                last_signal: None,
+                deferred: false,
+                closed: false,
+            }),
+            results_deferred: Condvar::new(),
             wake_reader,
             wake_writer,
             preparer,
@@ -162,17 +211,26 @@ impl Sender {
             queue_size: config.queue_size,
             pushed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
         });
         let sender = Sender {
             shared,
             next_id: AtomicU64::new(1),
         };
+        let shared = Arc::clone(&sender.shared);
+        let spawned = thread::Builder::new()
+            .name("web_push-results".into())
+            .spawn(move || signaller(shared));
+        if spawned.is_err() {
+            sender.close();
+            return Err(SenderError::Spawn);
+        }
         for index in 0..config.workers {
             let shared = Arc::clone(&sender.shared);
             lock(&sender.shared.queue).live_workers += 1;
             let spawned = thread::Builder::new()
                 .name(format!("web_push-{index}"))
-                .spawn(move || worker(shared));
+                .spawn(move || worker(shared, index));
             if spawned.is_err() {
                 lock(&sender.shared.queue).live_workers -= 1;
                 sender.close();
@@ -195,9 +253,19 @@ impl Sender {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         queue.jobs.push_back((id, Instant::now(), job));
+        // Only when no worker is polling or already on its way: a burst of pushes wakes one
+        // worker, which wakes the others if the burst needs them.
+        let woken = if queue.polling || queue.on_their_way > 0 {
+            None
+        } else {
+            wake_one(&mut queue)
+        };
         drop(queue);
         self.shared.pushed.fetch_add(1, Ordering::Relaxed);
-        self.shared.job_ready.notify_one();
+        if let Some(index) = woken {
+            self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.shared.wake[index].notify_one();
+        }
         Ok(id)
     }
 
@@ -213,7 +281,11 @@ impl Sender {
                 Err(_) => break,
             }
         }
-        std::mem::take(&mut *lock(&self.shared.results))
+        // After reading the socket: a result added from here on writes to it again.
+        let mut results = lock(&self.shared.results);
+        results.signalled = false;
+        results.deferred = false;
+        std::mem::take(&mut results.list)
     }
 
     /// Readable while results are waiting.
@@ -228,6 +300,7 @@ impl Sender {
             in_flight: queue.in_flight,
             pushed: self.shared.pushed.load(Ordering::Relaxed),
             refused: self.shared.refused.load(Ordering::Relaxed),
+            wakeups: self.shared.wakeups.load(Ordering::Relaxed),
         }
     }
 
@@ -238,10 +311,14 @@ impl Sender {
     /// Stops taking jobs, drops the waiting ones and lets the workers go. Returns the number of
     /// workers still finishing a request.
     pub fn close(&self) -> usize {
+        lock(&self.shared.results).closed = true;
+        self.shared.results_deferred.notify_all();
         let mut queue = lock(&self.shared.queue);
         queue.closed = true;
         queue.jobs.clear();
-        self.shared.job_ready.notify_all();
+        for wake in &self.shared.wake {
+            wake.notify_all();
+        }
         let deadline = Instant::now() + CLOSE_GRACE;
         while queue.live_workers > queue.in_flight {
             let now = Instant::now();
@@ -265,24 +342,9 @@ impl Drop for Sender {
     }
 }
 
-fn worker(shared: Arc<Shared>) {
+fn worker(shared: Arc<Shared>, index: usize) {
     loop {
-        let next = {
-            let mut queue = lock(&shared.queue);
-            loop {
-                if queue.closed {
-                    break None;
-                }
-                if let Some(job) = queue.jobs.pop_front() {
-                    queue.in_flight += 1;
-                    break Some(job);
-                }
-                queue = shared
-                    .job_ready
-                    .wait(queue)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-        };
+        let next = next_job(&shared, index);
         let Some((id, queued_at, job)) = next else {
             break;
         };
@@ -298,9 +360,7 @@ fn worker(shared: Arc<Shared>) {
             reason: answer.reason,
             elapsed: queued_at.elapsed(),
         };
-        lock(&shared.results).push(result);
-        // One byte is enough to make the socket readable; when it is full it already is.
-        let _ = (&shared.wake_writer).write(&[1]);
+        add_result(&shared, result);
         let closed = {
             let mut queue = lock(&shared.queue);
             queue.in_flight -= 1;
@@ -313,6 +373,111 @@ fn worker(shared: Arc<Shared>) {
     let mut queue = lock(&shared.queue);
     queue.live_workers -= 1;
     shared.workers_left.notify_all();
+}
+
+/// Makes the wake-up socket readable (one byte is enough; when it is full it already is).
+fn signal(shared: &Shared, results: &mut Results) {
+    let _ = (&shared.wake_writer).write(&[1]);
+    results.signalled = true;
+    results.deferred = false;
+    results.last_signal = Some(Instant::now());
+}
+
+/// A result for `drain`: signalled at once after a quiet spell, else left to the signaller,
+/// which signals `RESULT_BATCH` after the previous signal.
+fn add_result(shared: &Shared, result: PushResult) {
+    let mut results = lock(&shared.results);
+    results.list.push(result);
+    if results.signalled || results.deferred {
+        return;
+    }
+    let due = results
+        .last_signal
+        .is_none_or(|last| last.elapsed() >= RESULT_BATCH);
+    if due {
+        signal(shared, &mut results);
+    } else {
+        results.deferred = true;
+        shared.results_deferred.notify_one();
+    }
+}
+
+/// The signaller thread: signals deferred results when their time comes, so that they never
+/// wait for a worker (which may be busy with a slow request for up to the timeout).
+fn signaller(shared: Arc<Shared>) {
+    let mut results = lock(&shared.results);
+    while !results.closed {
+        let due = results
+            .last_signal
+            .map(|last| last + RESULT_BATCH)
+            .filter(|_| results.deferred && !results.signalled);
+        results = match due {
+            Some(due) if Instant::now() >= due => {
+                signal(&shared, &mut results);
+                continue;
+            }
+            Some(due) => shared
+                .results_deferred
+                .wait_timeout(results, due - Instant::now())
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0),
+            None => shared
+                .results_deferred
+                .wait(results)
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        };
+    }
+}
+
+/// Takes a sleeping worker off the list and marks it woken; the caller notifies it.
+fn wake_one(queue: &mut Queue) -> Option<usize> {
+    let index = queue.sleepers.pop()?;
+    queue.woken[index] = true;
+    queue.on_their_way += 1;
+    Some(index)
+}
+
+/// Waits for the next job; `None` once the sender is closed.
+fn next_job(shared: &Shared, index: usize) -> Option<(u64, Instant, Job)> {
+    let mut queue = lock(&shared.queue);
+    loop {
+        if queue.closed {
+            return None;
+        }
+        if let Some(job) = queue.jobs.pop_front() {
+            queue.in_flight += 1;
+            queue.last_job = Some(Instant::now());
+            // A burst wakes the other workers from here, not from Prosody's thread.
+            if !queue.jobs.is_empty() {
+                if let Some(other) = wake_one(&mut queue) {
+                    shared.wake[other].notify_one();
+                }
+            }
+            return Some(job);
+        }
+        let recently_busy = queue
+            .last_job
+            .is_some_and(|last| last.elapsed() < POLL_LINGER);
+        if recently_busy && !queue.polling {
+            queue.polling = true;
+            queue = shared.wake[index]
+                .wait_timeout(queue, POLL_INTERVAL)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            queue.polling = false;
+            continue;
+        }
+        queue.sleepers.push(index);
+        while !queue.woken[index] && !queue.closed {
+            queue = shared.wake[index]
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if queue.woken[index] {
+            queue.woken[index] = false;
+            queue.on_their_way -= 1;
+        }
+    }
 }
 
 fn refused(reason: impl Into<String>) -> Answer {

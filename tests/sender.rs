@@ -537,3 +537,75 @@ fn a_name_is_looked_up_once_per_minute_not_once_per_push() {
     assert!(results.iter().all(|r| r.outcome == Outcome::Delivered));
     assert_eq!(*lookups.lock().expect("lock"), 1);
 }
+
+#[test]
+fn a_burst_of_pushes_wakes_one_worker_and_idle_workers_sleep_again() {
+    let service = PushService::start();
+    let sender = Sender::start(config(2, Duration::from_secs(5))).expect("sender");
+    for _ in 0..10 {
+        sender.push(job(service.url("/ok"))).expect("push");
+    }
+    // (0 when the workers had not gone to sleep yet.)
+    let woken = sender.stats().wakeups;
+    assert!(woken <= 1, "the caller woke {woken} workers for one burst");
+    let results = wait_for(&sender, 10, Duration::from_secs(10));
+    assert_eq!(results.len(), 10);
+    // Right after, a worker is looking at the queue by itself: nobody needs waking.
+    sender.push(job(service.url("/ok"))).expect("push");
+    assert_eq!(wait_for(&sender, 1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(sender.stats().wakeups, woken);
+    // Some time after the last job every worker sleeps; a push wakes one again.
+    thread::sleep(Duration::from_millis(400));
+    sender.push(job(service.url("/ok"))).expect("push");
+    assert_eq!(wait_for(&sender, 1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(sender.stats().wakeups, woken + 1);
+}
+
+#[test]
+fn a_result_that_waits_for_its_batch_is_signalled_while_every_worker_is_busy() {
+    let service = PushService::start();
+    let sender = Sender::start(config(1, Duration::from_secs(5))).expect("sender");
+    let fd = sender.fd();
+    sender.push(job(service.url("/ok"))).expect("push");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !readable(fd) && Instant::now() < deadline {
+        thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(sender.drain().len(), 1);
+    // The next result comes within the batch interval of the last signal, so it waits for the
+    // signaller; the only worker is meanwhile stuck in a hanging request.
+    sender.push(job(service.url("/ok"))).expect("push");
+    sender.push(job(service.url("/hang"))).expect("push");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !readable(fd) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(readable(fd), "a waiting result was not signalled");
+    assert_eq!(sender.drain().len(), 1);
+    assert_eq!(sender.stats().in_flight, 1);
+}
+
+#[test]
+fn every_result_of_a_burst_is_signalled() {
+    let service = PushService::start();
+    let sender = Sender::start(config(2, Duration::from_secs(5))).expect("sender");
+    let fd = sender.fd();
+    let mut collected = 0;
+    for _ in 0..5 {
+        for _ in 0..10 {
+            sender.push(job(service.url("/ok"))).expect("push");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = 0;
+        while got < 10 && Instant::now() < deadline {
+            // Only when the socket says so, as Prosody's event loop does.
+            if readable(fd) {
+                got += sender.drain().len();
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, 10, "results were left without a signal");
+        collected += got;
+    }
+    assert_eq!(collected, 50);
+}

@@ -281,10 +281,11 @@ end
 
 local urgencies = { ["very-low"] = true, low = true, normal = true, high = true };
 
-function Sender:push(job)
+-- The native sender's arguments, kept as a table for the specs to look at.
+function Sender:push(endpoint, p256dh, auth, payload, ttl, urgency, topic)
 	if self.closed then return nil, "sender closed"; end
 	if self.world.queue_full then return nil, "queue full"; end
-	assert(type(job) == "table", "job must be a table");
+	local job = { endpoint = endpoint, p256dh = p256dh, auth = auth, payload = payload, ttl = ttl, urgency = urgency, topic = topic };
 	for _, field in ipairs({ "endpoint", "p256dh", "auth" }) do
 		if type(job[field]) ~= "string" then return nil, field .. " is missing"; end
 	end
@@ -313,10 +314,17 @@ end
 
 function Sender:fd() return self.fd_number; end
 
-function Sender:drain()
+function Sender:drain(handler)
+	assert(type(handler) == "function", "drain takes a handler");
 	local results = self.results;
 	self.results = {};
-	return results;
+	local first_error;
+	for _, r in ipairs(results) do
+		local ok, err = pcall(handler, r.id, r.outcome, r.status, r.retry_after, r.reason, r.elapsed);
+		if not ok then first_error = first_error or err; end
+	end
+	if first_error then error(first_error, 0); end
+	return #results;
 end
 
 function Sender:stats()

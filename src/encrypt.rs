@@ -8,10 +8,11 @@
 
 use hkdf::Hkdf;
 use openssl::bn::{BigNum, BigNumContext};
+use openssl::cipher::{Cipher, CipherRef};
+use openssl::cipher_ctx::CipherCtx;
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::nid::Nid;
 use openssl::pkey::Private;
-use openssl::symm::{encrypt_aead, Cipher};
 use sha2::Sha256;
 use std::sync::OnceLock;
 
@@ -59,6 +60,19 @@ fn p256_group() -> Result<&'static EcGroup, EncryptError> {
         .as_ref()
         .ok_or(EncryptError::Crypto)
 }
+
+/// AES-128-GCM, looked up once: OpenSSL 3 otherwise finds the implementation by name on every
+/// call.
+fn aes_128_gcm() -> Result<&'static CipherRef, EncryptError> {
+    static CIPHER: OnceLock<Option<Cipher>> = OnceLock::new();
+    CIPHER
+        .get_or_init(|| Cipher::fetch(None, "AES-128-GCM", None).ok())
+        .as_deref()
+        .ok_or(EncryptError::Crypto)
+}
+
+/// Zero padding, encrypted straight from here rather than from a padded copy of the record.
+static PADDING: [u8; MAX_BODY] = [0; MAX_BODY];
 
 /// The record size for a plaintext: the smallest bucket that holds it and its delimiter.
 fn record_len_for(plaintext_len: usize) -> Result<usize, EncryptError> {
@@ -115,26 +129,20 @@ pub(crate) fn encrypt_record(
     let (cek, nonce) =
         derive_cek_and_nonce(&ecdh_secret, &keys.auth, &keys.p256dh, &as_public, salt)?;
 
-    let mut record = Vec::with_capacity(record_len);
-    record.extend_from_slice(plaintext);
-    record.push(0x02);
-    record.resize(record_len, 0);
-    let mut tag = [0u8; TAG_LEN];
-    let ciphertext = encrypt_aead(
-        Cipher::aes_128_gcm(),
-        &cek,
-        Some(&nonce),
-        &[],
-        &record,
-        &mut tag,
-    )?;
-
-    let mut body = Vec::with_capacity(HEADER_LEN + ciphertext.len() + TAG_LEN);
+    let mut body = Vec::with_capacity(HEADER_LEN + record_len + TAG_LEN + 16);
     body.extend_from_slice(salt);
     body.extend_from_slice(&RECORD_SIZE.to_be_bytes());
     body.push(P256DH_LEN as u8);
     body.extend_from_slice(&as_public);
-    body.extend_from_slice(&ciphertext);
+    // The record: plaintext, the 0x02 delimiter of the last record, zero padding.
+    let mut aead = CipherCtx::new()?;
+    aead.encrypt_init(Some(aes_128_gcm()?), Some(&cek), Some(&nonce))?;
+    aead.cipher_update_vec(plaintext, &mut body)?;
+    aead.cipher_update_vec(&[0x02], &mut body)?;
+    aead.cipher_update_vec(&PADDING[..record_len - plaintext.len() - 1], &mut body)?;
+    aead.cipher_final_vec(&mut body)?;
+    let mut tag = [0u8; TAG_LEN];
+    aead.tag(&mut tag)?;
     body.extend_from_slice(&tag);
     Ok(body)
 }

@@ -176,7 +176,7 @@ def end_to_end(workdir, versions, accounts, pings, quiet_wait):
 
 
 def profile_only(args):
-    import profile
+    import mainthread
     workdir = args.workdir or tempfile.mkdtemp(prefix="mod_web_push-bench-")
     version = args.versions.split()[0]
     print(f"Machine: {machine()}; Prosody {installed_version(version)}, {args.accounts} accounts", flush=True)
@@ -184,7 +184,7 @@ def profile_only(args):
     sink = PushSink()
     pinger = xmppload.Pinger()
     try:
-        coroutine = profile.run(version, os.path.join(workdir, f"prosody-{version}"), sink, pinger,
+        coroutine = mainthread.run(version, os.path.join(workdir, f"prosody-{version}"), sink, pinger,
                                 args.accounts, args.profile, log)
         print(aio.run(coroutine, 600), flush=True)
     finally:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import procstat
+import mainthread
 from xmppload import Sender, make_accounts, path_of, subscribe_all
 
 from harness import webpush
@@ -275,8 +276,9 @@ async def run_version(version, workdir, sink, pinger, accounts, full, pings, log
     try:
         await server.setup()
         await server.start(workers=2)
-        subscribed, plain, verified = await server.cost_per_push(rounds=4)
+        subscribed, plain, verified = await server.cost_per_push(rounds=6)
         result["subscribed"], result["plain"], result["verified"] = subscribed, plain, verified
+        result["probe"] = await mainthread.probe(server, 7, log)
         result["unloaded"] = await server.unloaded(rounds=4)
         await server.start(workers=2)
         # Loaded again: the plain figure must not have drifted while the module was away.

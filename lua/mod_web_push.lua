@@ -640,11 +640,11 @@ local function describe(stanza)
 	local message, sent_carbon = unwrap(stanza);
 	local important = is_important(message, sent_carbon);
 	if important_only and not important then return nil; end
-	-- Sender and body only when the payload may carry them: a smaller table per message.
+	-- Four fields (urgency follows from importance; sender and body only when the payload may
+	-- carry them): one small table per message.
 	local notice = {
 		count = 1;
 		important = important;
-		urgency = important and "high" or "normal";
 		stanza = stanza;
 		done = latency();
 	};
@@ -655,6 +655,11 @@ end
 
 local urgency_rank = { ["very-low"] = 0, low = 1, normal = 2, high = 3 };
 
+-- A notice's urgency: its own (pings, merged notices), else what its importance says.
+local function urgency_of(notice)
+	return notice.urgency or (notice.important and "high" or "normal");
+end
+
 local function copy_notice(notice)
 	local c = {};
 	for k, v in pairs(notice) do c[k] = v; end
@@ -664,12 +669,13 @@ end
 -- Folds notice n into `into` (a notice of our own): counts add up, the last important stanza
 -- speaks for all.
 local function merge(into, n)
+	local urgency = urgency_of(n);
+	if urgency_rank[urgency] > urgency_rank[urgency_of(into)] then into.urgency = urgency; end
 	into.count = into.count + n.count;
 	if n.important or not into.important then
 		into.sender, into.body, into.stanza = n.sender, n.body, n.stanza;
 	end
 	into.important = into.important or n.important;
-	if urgency_rank[n.urgency] > urgency_rank[into.urgency] then into.urgency = n.urgency; end
 	into.ping = into.ping and n.ping;
 end
 
@@ -841,7 +847,7 @@ local function send(state, notice)
 	if not record then return settle(state); end
 	local account = user .. "@" .. host;
 	local listened = host_events.get_handlers("web_push/push") ~= nil;
-	local payload, urgency = payload_for(account, notice, not listened and scratch or nil), notice.urgency;
+	local payload, urgency = payload_for(account, notice, not listened and scratch or nil), urgency_of(notice);
 	if listened then -- the event only when someone listens
 		local event = {
 			username = user, account = account, endpoint = endpoint, payload = payload,
@@ -927,7 +933,7 @@ local function retry(pending)
 	local left = math.floor(pending.deadline - now());
 	local entry = load_user(state.user);
 	local record = entry and usable(entry, state.endpoint) and entry.subs[state.endpoint];
-	local payload, urgency = pending.payload, pending.urgency or pending.notice.urgency;
+	local payload, urgency = pending.payload, pending.urgency or urgency_of(pending.notice);
 	local err;
 	if payload == nil then
 		payload, err = fit(payload_for(state.user .. "@" .. host, pending.notice, scratch));

@@ -1,11 +1,18 @@
-"""Where Prosody's main thread spends its time per push: perf samples of that thread (tid = pid)
-while it handles batches of messages to subscribed accounts, then the same number of batches to
-accounts without a subscription; the difference per message, split by what the samples were in
-(Lua's garbage collector, the rest of Lua, web_push.so, malloc, the kernel, ...).
+"""Prosody's main thread per push, two ways (both also run by `make bench`'s end-to-end part):
 
-Run through `bench/run`'s set-up (it needs the bench's virtualenv and Prosody):
-    BENCH_PROFILE=1 bench/run            # or: bench/run --profile
-Needs perf (linux-perf). Figures are rough: sampling at 4 kHz, attributing by symbol name.
+- probe: the module alone. Its own message/offline/handle handler is called from Prosody's admin
+  console with ready-made offline chat messages, and the main thread's CPU (schedstat) is taken
+  until every push is in and its result handled, minus a dry run that makes the same messages
+  without calling the hook. Includes `sender:push`, result handling and the garbage collection
+  all that causes under Prosody's own collector settings.
+- profile: perf samples of the main thread (tid = pid) over batches of messages to subscribed
+  accounts, then as many to accounts without a subscription; the difference per message, by
+  library and symbol. Debian's lua5.4 is stripped, so the interpreter's internals (and its
+  garbage collector) show as addresses.
+
+    bench/run --profile 10 --versions 13     # probe, then a profile over 10 + 10 batches
+
+Needs perf (linux-perf) for the profile part. Sampling at 4 kHz: rough figures.
 """
 
 import asyncio
@@ -16,29 +23,15 @@ import time
 
 import procstat
 
-# Symbols of Lua 5.4's collector and allocator paths (lgc.c, lmem.c, and what frees objects).
-GC_SYMBOLS = {
-    "luaC_step", "singlestep", "propagatemark", "propagateall", "traversetable", "traverseLclosure",
-    "traverseCclosure", "traversethread", "traverseudata", "traverseproto", "reallymarkobject",
-    "sweepstep", "sweeplist", "sweeptolive", "freeobj", "luaH_free", "luaF_freeproto", "luaE_freethread",
-    "atomic", "remarkupvals", "convergeephemerons", "clearbyvalues", "clearbykeys", "markbeingfnz",
-    "luaC_fullgc", "entersweep", "luaS_remove", "luaC_barrier_", "luaC_barrierback_", "genstep",
-    "youngcollection", "atomic2gen", "markold", "sweepgen", "incstep", "restartcollection",
-    "cleargraylists", "separatetobefnz", "callallpendingfinalizers", "GCTM", "udata2finalize",
-    "luaC_freeallobjects", "traverseephemeron", "traversestrongtable", "markmt", "markbeingfnz",
-    "genlink", "linkgclist_", "getgclist", "luaC_fix", "checkSizes", "luaS_resize", "luaF_closeupval",
-}
 ALLOC_SYMBOLS = {"malloc", "free", "realloc", "calloc", "_int_malloc", "_int_free", "_int_realloc",
                  "malloc_consolidate", "cfree", "__libc_malloc", "__libc_free", "__libc_realloc",
-                 "l_alloc", "luaM_malloc_", "luaM_realloc_", "luaM_free_", "unlink_chunk", "tcache_get",
-                 "_int_free_merge_chunk", "_int_free_create_chunk", "_int_free_maybe_consolidate"}
+                 "unlink_chunk", "tcache_get", "_int_free_merge_chunk", "_int_free_create_chunk",
+                 "_int_free_maybe_consolidate"}
 
 
 def category(dso, symbol):
     dso = os.path.basename(dso)
-    if symbol in GC_SYMBOLS:
-        return "Lua garbage collector"
-    if symbol in ALLOC_SYMBOLS:
+    if symbol.split(".")[0].split("@")[0] in ALLOC_SYMBOLS:
         return "malloc/free"
     if "web_push" in dso:
         return "web_push.so"

@@ -931,7 +931,8 @@ local function retry(pending)
 	if state.dropped then return; end
 	pending.retries = (pending.retries or 0) + 1;
 	local left = math.floor(pending.deadline - now());
-	local entry = load_user(state.user);
+	-- The subscription as stored now (its keys may have been renewed meanwhile).
+	local entry, load_err = load_user(state.user);
 	local record = entry and usable(entry, state.endpoint) and entry.subs[state.endpoint];
 	local payload, urgency = pending.payload, pending.urgency or urgency_of(pending.notice);
 	local err;
@@ -941,9 +942,14 @@ local function retry(pending)
 	if left < 1 then
 		count_failed(1);
 		module:log("warn", "Push to %s of %s failed: its TTL ran out while retrying", label(state.endpoint), state.user);
+	elseif not entry then
+		count_failed(1);
+		module:log("warn", "Push to %s of %s not retried: cannot read its subscriptions (%s)", label(state.endpoint),
+			state.user, tostring(load_err));
 	elseif not record then
 		count_failed(1);
-		module:log("debug", "Push to %s of %s not retried: the subscription is no longer usable", label(state.endpoint), state.user);
+		module:log("info", "Push to %s of %s not retried: the subscription is no longer allowed or stored",
+			label(state.endpoint), state.user);
 	elseif not payload then
 		count_failed(1);
 		module:log("warn", "Push to %s of %s not retried: %s", label(state.endpoint), state.user, err);

@@ -187,6 +187,9 @@ describe("web_push native library", function()
 			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, { f = function() end });
 			assert.is_nil(ok);
 			assert.matches("^payload cannot be JSON", err);
+			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, { body = "\255 not UTF-8" });
+			assert.is_nil(ok);
+			assert.matches("^payload cannot be JSON", err);
 			ok, err = sender:push(endpoint, vector.ua_public, vector.auth_secret, "{}", "a day");
 			assert.is_nil(ok);
 			assert.equal("ttl must be a number, not string", err);

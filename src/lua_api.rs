@@ -143,6 +143,7 @@ fn number(value: &Value, name: &str) -> Result<Option<f64>, String> {
 type PushArgs = (Value, Value, Value, Value, Value, Value, Value);
 
 fn job_from(
+    lua: &Lua,
     (endpoint, p256dh, auth, payload, ttl, urgency, topic): PushArgs,
 ) -> Result<Job, String> {
     let endpoint = text(&endpoint, "endpoint")?;
@@ -150,8 +151,13 @@ fn job_from(
         .map_err(|e| e.to_string())?;
     let payload = match payload {
         Value::String(s) => s.as_bytes().to_vec(),
+        // Through serde_json's own value: it refuses what JSON cannot say (a string that is not
+        // UTF-8, which serialising the Lua value directly would write as an array of bytes).
         value @ Value::Table(_) => {
-            serde_json::to_vec(&value).map_err(|e| format!("payload cannot be JSON: {e}"))?
+            let json: serde_json::Value = lua
+                .from_value(value)
+                .map_err(|e| format!("payload cannot be JSON: {e}"))?;
+            serde_json::to_vec(&json).map_err(|e| format!("payload cannot be JSON: {e}"))?
         }
         Value::Nil => return Err("payload is missing".into()),
         other => {
@@ -202,12 +208,14 @@ struct LuaSender(Sender);
 
 impl UserData for LuaSender {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("push", |lua, this, args: PushArgs| match job_from(args) {
-            Ok(job) => match this.0.push(job) {
-                Ok(id) => id.into_lua_multi(lua),
-                Err(error) => failure(lua, error),
-            },
-            Err(message) => failure(lua, message),
+        methods.add_method("push", |lua, this, args: PushArgs| {
+            match job_from(lua, args) {
+                Ok(job) => match this.0.push(job) {
+                    Ok(id) => id.into_lua_multi(lua),
+                    Err(error) => failure(lua, error),
+                },
+                Err(message) => failure(lua, message),
+            }
         });
         // Each result goes to `handler` as arguments, not as a table (no garbage per result).
         // An error from the handler does not lose the results after it: they are handed over
@@ -217,14 +225,19 @@ impl UserData for LuaSender {
             let mut first_error = None;
             for result in this.0.drain() {
                 handed += 1;
-                let called = handler.call::<()>((
+                let arguments = (
                     result.id,
                     result.outcome.as_str(),
                     result.status,
                     result.retry_after,
                     result.reason,
                     result.elapsed.as_secs_f64(),
-                ));
+                );
+                // A panic coming back through the handler must not lose the results after it.
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.call::<()>(arguments)
+                }))
+                .unwrap_or_else(|_| Err(LuaError::runtime("result handler panicked")));
                 if let Err(error) = called {
                     first_error.get_or_insert(error);
                 }

@@ -311,7 +311,14 @@ impl Sender {
     /// Stops taking jobs, drops the waiting ones and lets the workers go. Returns the number of
     /// workers still finishing a request.
     pub fn close(&self) -> usize {
-        lock(&self.shared.results).closed = true;
+        {
+            // The signaller leaves now: what it was holding back is signalled here.
+            let mut results = lock(&self.shared.results);
+            results.closed = true;
+            if results.deferred && !results.signalled {
+                signal(&self.shared, &mut results);
+            }
+        }
         self.shared.results_deferred.notify_all();
         let mut queue = lock(&self.shared.queue);
         queue.closed = true;
@@ -391,9 +398,11 @@ fn add_result(shared: &Shared, result: PushResult) {
     if results.signalled || results.deferred {
         return;
     }
-    let due = results
-        .last_signal
-        .is_none_or(|last| last.elapsed() >= RESULT_BATCH);
+    // After close there is no signaller any more.
+    let due = results.closed
+        || results
+            .last_signal
+            .is_none_or(|last| last.elapsed() >= RESULT_BATCH);
     if due {
         signal(shared, &mut results);
     } else {

@@ -86,7 +86,7 @@ fn answer(stream: &mut TcpStream, request: &Recorded, port: u16) {
     let respond = |stream: &mut TcpStream, status: &str, extra: &str, body: &str| {
         let _ = write!(
             stream,
-            "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
     };

@@ -283,6 +283,26 @@ describe("at most once", function ()
 		assert.equal(1, #world:pushes_for(sub));
 	end);
 
+	it("by archive id, for at least the last 2,048 ids, in bounded memory", function ()
+		local world, host = setup({ web_push_min_interval = 0, web_push_max_pushes_per_minute = 0 });
+		offline_juliet(host); -- the world's only subscription: every job is one of its pushes
+		local answered = 0;
+		local function send(id)
+			host:offline("juliet", standin.with_stanza_id(to_juliet("hi"), JULIET, id));
+			for i = answered + 1, world:job_count() do
+				world:answer(world.all_jobs[i], "delivered", { status = 201 });
+			end
+			answered = world:job_count();
+		end
+		for i = 1, 3000 do send("id" .. i); end
+		assert.equal(3000, world:job_count());
+		for i = 3000 - 2047, 3000 do send("id" .. i); end -- the latest 2,048 again: nothing
+		assert.equal(3000, world:job_count());
+		for i = 3001, 8000 do send("id" .. i); end
+		send("id1"); -- long forgotten
+		assert.equal(8001, world:job_count());
+	end);
+
 	it("for the same stanza object through several events", function ()
 		local world, host = setup();
 		local sub = offline_juliet(host);

@@ -40,6 +40,7 @@ local xmlns_push = "urn:xmpp:webpush:0";
 local xmlns_sid = "urn:xmpp:sid:0";
 local xmlns_carbons = "urn:xmpp:carbons:2";
 local xmlns_forward = "urn:xmpp:forward:0";
+local xmlns_jmi = "urn:xmpp:jingle-message:0";
 local key_form_type = "http://jabber.org/protocol/webpush#public-key";
 
 local host = module.host;
@@ -379,12 +380,17 @@ local function usable(entry, endpoint)
 	return entry.subs[endpoint] ~= nil and not (entry.blocked and entry.blocked[endpoint]);
 end
 
--- A subscription's key ("user\0endpoint") for the tables below, made once per cache entry:
--- every string made per push is garbage that Prosody's eager collector pays for.
+-- A subscription's key for the tables below.
+local function subscription_key(user, endpoint)
+	return user .. "\0" .. endpoint;
+end
+
+-- The same, made once per cache entry: every string made per push is garbage that Prosody's
+-- eager collector pays for.
 local function subkey(entry, user, endpoint)
 	local key = entry.keys[endpoint];
 	if not key then
-		key = user .. "\0" .. endpoint;
+		key = subscription_key(user, endpoint);
 		entry.keys[endpoint] = key;
 	end
 	return key;
@@ -520,7 +526,7 @@ end
 
 -- Forgets what is in progress for a subscription that was forgotten.
 local function drop_pushes(user, endpoint)
-	local key = user .. "\0" .. endpoint;
+	local key = subscription_key(user, endpoint);
 	local state = busy[key];
 	if not state then return; end
 	busy[key] = nil;
@@ -587,7 +593,7 @@ end
 -- What a stanza means for a push (mod_cloud_notify's notion of important).
 
 local function is_call(message)
-	return message:get_child("propose", "urn:xmpp:jingle-message:0") ~= nil;
+	return message:get_child("propose", xmlns_jmi) ~= nil;
 end
 
 local function body_of(message)
@@ -616,7 +622,7 @@ local important_children = {
 	["urn:xmpp:omemo:2"] = { encrypted = true };
 	["jabber:x:encrypted"] = { x = true };
 	["urn:xmpp:openpgp:0"] = { openpgp = true };
-	["urn:xmpp:jingle-message:0"] = { propose = true };
+	[xmlns_jmi] = { propose = true };
 };
 
 local function is_important(message, sent_carbon)
@@ -944,11 +950,6 @@ local function retry(pending)
 	-- The subscription as stored now (its keys may have been renewed meanwhile).
 	local entry, load_err = load_user(state.user);
 	local record = entry and usable(entry, state.endpoint) and entry.subs[state.endpoint];
-	local payload, urgency = pending.payload, pending.urgency or urgency_of(pending.notice);
-	local err;
-	if payload == nil then
-		payload, err = fit(payload_for(state.user .. "@" .. host, pending.notice, scratch));
-	end
 	if left < 1 then
 		count_failed(1);
 		module:log("warn", "Push to %s of %s failed: its TTL ran out while retrying", label(state.endpoint), state.user);
@@ -960,11 +961,17 @@ local function retry(pending)
 		count_failed(1);
 		module:log("info", "Push to %s of %s not retried: the subscription is no longer allowed or stored",
 			label(state.endpoint), state.user);
-	elseif not payload then
-		count_failed(1);
-		module:log("warn", "Push to %s of %s not retried: %s", label(state.endpoint), state.user, err);
-	elseif submit(pending, record, left, payload, urgency) then
-		return;
+	else
+		local payload, err = pending.payload, nil;
+		if payload == nil then -- it went out of the shared table: fill it again
+			payload, err = fit(payload_for(state.user .. "@" .. host, pending.notice, scratch));
+		end
+		if not payload then
+			count_failed(1);
+			module:log("warn", "Push to %s of %s not retried: %s", label(state.endpoint), state.user, err);
+		elseif submit(pending, record, left, payload, pending.urgency or urgency_of(pending.notice)) then
+			return;
+		end
 	end
 	pending.notice.done();
 	after_job(state);

@@ -87,15 +87,10 @@ fn policy_from(table: Option<&LuaTable>) -> Result<EndpointPolicy, String> {
 }
 
 fn optional_number(table: &LuaTable, field: &str) -> Result<Option<f64>, String> {
-    match table.get::<Value>(field).map_err(|e| e.to_string())? {
-        Value::Nil => Ok(None),
-        Value::Integer(i) => Ok(Some(i as f64)),
-        Value::Number(n) if n.is_finite() => Ok(Some(n)),
-        other => Err(format!(
-            "{field} must be a number, not {}",
-            other.type_name()
-        )),
-    }
+    number(
+        &table.get::<Value>(field).map_err(|e| e.to_string())?,
+        field,
+    )
 }
 
 fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {

@@ -95,14 +95,19 @@ pub struct Stats {
     pub wakeups: u64,
 }
 
-/// Results waiting for `drain`, and whether the wake-up socket already says so.
+/// Results waiting for `drain`, and whether the wake-up socket already says so. Results that
+/// wait while it does not are the signaller thread's to signal when it is time.
 struct Results {
     list: Vec<PushResult>,
     signalled: bool,
     last_signal: Option<Instant>,
-    /// Results wait for the signaller thread to make the socket readable when it is time.
-    deferred: bool,
     closed: bool,
+}
+
+impl Results {
+    fn held_back(&self) -> bool {
+        !self.signalled && !self.list.is_empty()
+    }
 }
 
 struct Queue {
@@ -200,7 +205,6 @@ impl Sender {
                 list: Vec::new(),
                 signalled: false,
                 last_signal: None,
-                deferred: false,
                 closed: false,
             }),
             results_deferred: Condvar::new(),
@@ -284,7 +288,6 @@ impl Sender {
         // After reading the socket: a result added from here on writes to it again.
         let mut results = lock(&self.shared.results);
         results.signalled = false;
-        results.deferred = false;
         std::mem::take(&mut results.list)
     }
 
@@ -315,7 +318,7 @@ impl Sender {
             // The signaller leaves now: what it was holding back is signalled here.
             let mut results = lock(&self.shared.results);
             results.closed = true;
-            if results.deferred && !results.signalled {
+            if results.held_back() {
                 signal(&self.shared, &mut results);
             }
         }
@@ -386,7 +389,6 @@ fn worker(shared: Arc<Shared>, index: usize) {
 fn signal(shared: &Shared, results: &mut Results) {
     let _ = (&shared.wake_writer).write(&[1]);
     results.signalled = true;
-    results.deferred = false;
     results.last_signal = Some(Instant::now());
 }
 
@@ -394,8 +396,10 @@ fn signal(shared: &Shared, results: &mut Results) {
 /// which signals `RESULT_BATCH` after the previous signal.
 fn add_result(shared: &Shared, result: PushResult) {
     let mut results = lock(&shared.results);
+    // Results already held back mean the signaller already knows.
+    let known = results.signalled || !results.list.is_empty();
     results.list.push(result);
-    if results.signalled || results.deferred {
+    if known {
         return;
     }
     // After close there is no signaller any more.
@@ -406,7 +410,6 @@ fn add_result(shared: &Shared, result: PushResult) {
     if due {
         signal(shared, &mut results);
     } else {
-        results.deferred = true;
         shared.results_deferred.notify_one();
     }
 }
@@ -419,7 +422,7 @@ fn signaller(shared: Arc<Shared>) {
         let due = results
             .last_signal
             .map(|last| last + RESULT_BATCH)
-            .filter(|_| results.deferred && !results.signalled);
+            .filter(|_| results.held_back());
         results = match due {
             Some(due) if Instant::now() >= due => {
                 signal(&shared, &mut results);

@@ -13,14 +13,14 @@ LIB := target/release/libweb_push.so
 BUILD_DEBS := libssl-dev pkg-config liblua5.4-dev
 TEST_DEBS  := lua5.4 lua-busted lua-check prosody python3-venv
 
-.PHONY: all deps test test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
+.PHONY: all deps test test-deps test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
 
 all: $(OUT)/web_push.so $(OUT)/mod_web_push.lua
 
 deps:
 	@tools/deps.sh $(BUILD_DEBS) $(TEST_DEBS)
 
-$(LIB): Cargo.toml Cargo.lock $(wildcard src/*.rs)
+$(LIB): Cargo.toml Cargo.lock build.rs $(wildcard src/*.rs src/*/*.rs)
 	@tools/deps.sh $(BUILD_DEBS)
 	$(CARGO) build --release --locked
 
@@ -32,13 +32,17 @@ $(OUT)/mod_web_push.lua: lua/mod_web_push.lua
 	@mkdir -p $(OUT)
 	cp lua/mod_web_push.lua $@
 
-test: deps all lint test-rust test-spec test-native test-e2e test-browser
+test: deps all lint test-deps test-rust test-spec test-native test-e2e test-browser
 	@echo "make test: every suite passed"
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 	luacheck -q lua spec
+
+# The shipped library's dependencies, checked offline: no rsa, duplicates only with a reason.
+test-deps:
+	tools/check-deps.sh
 
 test-rust:
 	$(CARGO) test --release --locked

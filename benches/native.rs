@@ -1,17 +1,22 @@
-//! Per-push cost of the native core, and the sender's throughput against a push service on
-//! loopback. Run with `cargo bench --bench native` (add `-- --json` for machine-readable output).
+//! Per-push cost of the native core: the workers' cryptography, `Sender::push` on the caller's
+//! thread, and the sender's throughput against a push service on loopback. Run with
+//! `cargo bench --bench native` (add `-- --json` for machine-readable output). What `push` costs
+//! through Lua: `lua5.4 benches/push_cost.lua build/mod_web_push/web_push.so`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use web_push::clock::unix_now;
 use web_push::endpoint::EndpointPolicy;
-use web_push::http::Urgency;
 use web_push::keys::VapidKey;
-use web_push::sender::{Job, Preparer, Sender, SenderConfig};
+use web_push::limits::Urgency;
+use web_push::sender::{JobData, NewJob, Payload, Preparer, Sender, SenderConfig};
 use web_push::subscription::SubscriptionKeys;
-use web_push::vapid::{unix_now, VapidSigner};
+use web_push::vapid::VapidSigner;
 
 const UA_PUBLIC: &str =
     "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
@@ -20,14 +25,43 @@ const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 const PAYLOAD: &[u8] =
     br#"{"account":"juliet@capulet.lit","important":true,"message-count":1,"last-message-body":"New Message!"}"#;
 
-fn job(endpoint: &str) -> Job {
-    Job {
+fn job(endpoint: &str) -> NewJob {
+    NewJob {
+        account: "juliet@capulet.lit".into(),
         endpoint: endpoint.to_owned(),
         keys: SubscriptionKeys::decode(UA_PUBLIC, AUTH).expect("keys"),
-        payload: PAYLOAD.to_vec(),
-        ttl: 86_400,
+        payload: Payload::Json(PAYLOAD.to_vec()),
+        ttl: Duration::from_secs(86_400),
         urgency: Some(Urgency::High),
-        topic: Some("juliet".into()),
+        conversation: Some("romeo@montague.lit".into()),
+    }
+}
+
+/// A push as the module makes it: a table (tagged and fitted by `push`).
+fn table_job(endpoint: &str) -> NewJob {
+    NewJob {
+        payload: Payload::Value(serde_json::json!({
+            "account": "juliet@capulet.lit", "important": true, "message-count": 1,
+            "last-message-body": "New Message!",
+        })),
+        ..job(endpoint)
+    }
+}
+
+/// What a worker prepares.
+fn job_data(endpoint: &str) -> JobData {
+    let now = Instant::now();
+    JobData {
+        account: "juliet@capulet.lit".into(),
+        endpoint: endpoint.to_owned(),
+        origin: Arc::from("https://push.example.net"),
+        keys: SubscriptionKeys::decode(UA_PUBLIC, AUTH).expect("keys"),
+        payload: PAYLOAD.to_vec(),
+        urgency: Some(Urgency::High),
+        conversation: Some("romeo@montague.lit".into()),
+        expires: now + Duration::from_secs(86_400),
+        now_or_never: false,
+        accepted: now,
     }
 }
 
@@ -99,19 +133,22 @@ fn serve(stream: TcpStream) {
     }
 }
 
-fn sender_rate(workers: usize, pushes: usize, port: u16) -> f64 {
-    let sender = Sender::start(SenderConfig {
+fn bench_config(workers: usize, queue_size: usize) -> SenderConfig {
+    SenderConfig {
         key: VapidKey::generate().expect("key"),
         subject: "mailto:bench@example.org".into(),
         workers,
-        queue_size: pushes,
+        queue_size,
         timeout: Duration::from_secs(10),
         policy: EndpointPolicy {
             allow_insecure: true,
             hosts: None,
         },
-    })
-    .expect("sender");
+    }
+}
+
+fn sender_rate(workers: usize, pushes: usize, port: u16) -> f64 {
+    let sender = Sender::start(bench_config(workers, pushes)).expect("sender");
     let endpoint = format!("http://127.0.0.1:{port}/push/bench");
     let started = Instant::now();
     for _ in 0..pushes {
@@ -129,6 +166,32 @@ fn sender_rate(workers: usize, pushes: usize, port: u16) -> f64 {
     pushes as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A push service that takes connections and never answers: the pushes stay queued.
+fn silent_service() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    (listener, port)
+}
+
+/// Microseconds `Sender::push` takes on the caller's thread for a table payload (tag, fit,
+/// policy, queue), best of five runs of `pushes`.
+fn push_cost(pushes: usize) -> f64 {
+    let (_listener, port) = silent_service();
+    let endpoint = format!("http://127.0.0.1:{port}/wpush/v2/bench");
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let sender = Sender::start(bench_config(1, pushes + 1)).expect("sender");
+        let jobs: Vec<NewJob> = (0..pushes).map(|_| table_job(&endpoint)).collect();
+        let started = Instant::now();
+        for job in jobs {
+            sender.push(job).expect("push");
+        }
+        best = best.min(started.elapsed().as_secs_f64() * 1e6 / pushes as f64);
+        sender.close();
+    }
+    best
+}
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let seconds: f64 = std::env::var("BENCH_SECONDS")
@@ -140,7 +203,7 @@ fn main() {
     let key = VapidKey::generate().expect("key");
     let preparer = Preparer::new(&key, "mailto:bench@example.org", EndpointPolicy::default())
         .expect("preparer");
-    let push = job("https://push.example.net/wpush/v2/bench");
+    let push = job_data("https://push.example.net/wpush/v2/bench");
     let prepare = || {
         preparer.prepare(&push).map(|_| ()).expect("prepare");
     };
@@ -154,6 +217,7 @@ fn main() {
             .expect("sign");
     });
 
+    let push_us = push_cost(20_000);
     let port = start_service();
     let pushes = (one_core * seconds) as usize;
     let sender_one = sender_rate(1, pushes.max(1000), port);
@@ -161,7 +225,8 @@ fn main() {
 
     if json {
         println!(
-            "{{\"cores\":{cores},\"prepare_per_sec_1\":{one_core:.1},\"prepare_per_sec_all\":{all_cores:.1},\"vapid_sign_per_sec\":{sign_rate:.1},\"sender_per_sec_1\":{sender_one:.1},\"sender_per_sec_all\":{sender_all:.1}}}"
+            "{{\"cores\":{cores},\"prepare_per_sec_1\":{one_core:.1},\"prepare_per_sec_all\":{all_cores:.1},\"vapid_sign_per_sec\":{sign_rate:.1},\"sender_per_sec_1\":{sender_one:.1},\"sender_per_sec_all\":{sender_all:.1},\"push_per_sec\":{:.1}}}",
+            1e6 / push_us
         );
         return;
     }
@@ -182,5 +247,6 @@ fn main() {
         &format!("sender to loopback HTTP, {cores} workers"),
         sender_all,
     );
+    println!("| Sender::push on the caller's thread (table payload) | | {push_us:.2} µs |");
     println!("scaling over {cores} threads: {:.2}x", all_cores / one_core);
 }

@@ -3,8 +3,9 @@
 //! The per-push work is one P-256 key generation, one ECDH, HKDF and AES-128-GCM, all through
 //! OpenSSL (the fastest P-256 on this platform). The record layer is written here rather than
 //! taken from `ece::encrypt` because that function always adds its own padding and picks salt and
-//! sender key itself, so it can neither pad to our size buckets nor reproduce RFC 8291 Appendix A;
-//! `ece` stays the receiving side (`decrypt`), an implementation independent of this one.
+//! sender key itself, so it can neither pad to our size buckets nor reproduce RFC 8291 Appendix A.
+//! `decrypt` is the receiving side for tools and the Lua tests; the Rust tests check bodies with
+//! `ece`, an implementation independent of this one.
 
 use hkdf::Hkdf;
 use openssl::bn::{BigNum, BigNumContext};
@@ -117,14 +118,7 @@ pub(crate) fn encrypt_record(
     // ECDH makes, without EVP's per-call export of both keys and full re-validation of the peer
     // (which doubled the cost of a push). oct2point has refused points off the curve, and P-256's
     // cofactor is 1, so no other check is needed.
-    let ecdh_secret = {
-        let mut shared = EcPoint::new(group)?;
-        shared.mul2(group, &ua_point, sender.private_key(), &mut ctx)?;
-        let mut x = BigNum::new()?;
-        let mut y = BigNum::new()?;
-        shared.affine_coordinates(group, &mut x, &mut y, &mut ctx)?;
-        x.to_vec_padded(32)?
-    };
+    let ecdh_secret = shared_x(group, &ua_point, sender.private_key(), &mut ctx)?;
 
     let (cek, nonce) =
         derive_cek_and_nonce(&ecdh_secret, &keys.auth, &keys.p256dh, &as_public, salt)?;
@@ -175,36 +169,92 @@ fn derive_cek_and_nonce(
     Ok((cek, nonce))
 }
 
-/// Decrypts a body as the subscriber would (with `ece`, independent of `encrypt` above).
-/// `ua_private` is the subscriber's 32-byte private scalar.
+/// Decrypts a one-record body as the subscriber would. `ua_private` is the subscriber's
+/// 32-byte private scalar.
 pub fn decrypt(ua_private: &[u8], auth: &[u8], body: &[u8]) -> Result<Vec<u8>, EncryptError> {
-    if auth.len() != AUTH_LEN {
+    let auth: &[u8; AUTH_LEN] = auth.try_into().map_err(|_| EncryptError::Decrypt)?;
+    let ua_key = key_from_scalar(ua_private)?;
+    if body.len() < HEADER_LEN + TAG_LEN || usize::from(body[SALT_LEN + 4]) != P256DH_LEN {
         return Err(EncryptError::Decrypt);
     }
-    // `ece::decrypt` panics on a key it cannot import, so the key is checked first.
-    let secret =
-        p256::SecretKey::from_slice(ua_private).map_err(|_| EncryptError::BadPrivateKey)?;
-    let public = {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        secret
+    let salt: &[u8; SALT_LEN] = body[..SALT_LEN]
+        .try_into()
+        .map_err(|_| EncryptError::Decrypt)?;
+    let record_size = u32::from_be_bytes(
+        body[SALT_LEN..SALT_LEN + 4]
+            .try_into()
+            .map_err(|_| EncryptError::Decrypt)?,
+    );
+    let as_public = &body[SALT_LEN + 5..HEADER_LEN];
+    let record = &body[HEADER_LEN..];
+    if record.len() > record_size as usize {
+        return Err(EncryptError::Decrypt);
+    }
+    let group = p256_group()?;
+    let mut ctx = BigNumContext::new()?;
+    let as_point =
+        EcPoint::from_bytes(group, as_public, &mut ctx).map_err(|_| EncryptError::Decrypt)?;
+    let ua_public =
+        ua_key
             .public_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
-    };
-    let components = ece::EcKeyComponents::new(ua_private.to_vec(), public);
-    ece::decrypt(&components, auth, body).map_err(|_| EncryptError::Decrypt)
+            .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
+    let ecdh_secret = shared_x(group, &as_point, ua_key.private_key(), &mut ctx)?;
+    let (cek, nonce) = derive_cek_and_nonce(&ecdh_secret, auth, &ua_public, as_public, salt)?;
+
+    let (ciphertext, tag) = record.split_at(record.len() - TAG_LEN);
+    let mut aead = CipherCtx::new()?;
+    aead.decrypt_init(Some(aes_128_gcm()?), Some(&cek), Some(&nonce))?;
+    aead.set_tag(tag)?;
+    let mut plain = Vec::with_capacity(ciphertext.len() + 16);
+    aead.cipher_update_vec(ciphertext, &mut plain)?;
+    aead.cipher_final_vec(&mut plain)
+        .map_err(|_| EncryptError::Decrypt)?;
+    // RFC 8188 section 2: padding is zeros after the delimiter, 0x02 in the last record.
+    let end = plain
+        .iter()
+        .rposition(|&b| b != 0)
+        .ok_or(EncryptError::Decrypt)?;
+    if plain[end] != 0x02 {
+        return Err(EncryptError::Decrypt);
+    }
+    plain.truncate(end);
+    Ok(plain)
 }
 
-/// The sender key of a body, for tests and tools that want to look at the header.
-#[cfg(test)]
-pub(crate) fn sender_key_from_scalar(scalar: &[u8]) -> Result<EcKey<Private>, EncryptError> {
+/// The x coordinate of `scalar` times `point`: the ECDH secret.
+fn shared_x(
+    group: &EcGroup,
+    point: &EcPoint,
+    scalar: &openssl::bn::BigNumRef,
+    ctx: &mut BigNumContext,
+) -> Result<Vec<u8>, EncryptError> {
+    let mut shared = EcPoint::new(group)?;
+    shared.mul2(group, point, scalar, ctx)?;
+    let mut x = BigNum::new()?;
+    let mut y = BigNum::new()?;
+    shared.affine_coordinates(group, &mut x, &mut y, ctx)?;
+    Ok(x.to_vec_padded(32)?)
+}
+
+/// A P-256 key from its private scalar (refused unless in 1..n-1).
+pub(crate) fn key_from_scalar(scalar: &[u8]) -> Result<EcKey<Private>, EncryptError> {
+    if scalar.len() != 32 || p256::SecretKey::from_slice(scalar).is_err() {
+        return Err(EncryptError::BadPrivateKey);
+    }
     let group = p256_group()?;
-    let d = openssl::bn::BigNum::from_slice(scalar)?;
+    let d = BigNum::from_slice(scalar)?;
     let mut ctx = BigNumContext::new()?;
     let mut public = EcPoint::new(group)?;
     public.mul_generator2(group, &d, &mut ctx)?;
     Ok(EcKey::from_private_components(group, &d, &public)?)
+}
+
+/// Looks up what every push needs once, so no thread ever waits on a first use (a fork could
+/// otherwise leave it waiting for a thread that no longer exists).
+pub fn warm_up() -> Result<(), EncryptError> {
+    p256_group()?;
+    aes_128_gcm()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -305,7 +355,7 @@ mod tests {
             serde_json::from_str(include_str!("../tests/vectors/rfc8291-appendix-a.json"))
                 .expect("json");
         let field = |name: &str| b64::decode(vector[name].as_str().expect(name)).expect(name);
-        let sender = sender_key_from_scalar(&field("as_private")).expect("sender key");
+        let sender = key_from_scalar(&field("as_private")).expect("sender key");
         let salt: [u8; SALT_LEN] = field("salt").try_into().expect("salt");
         let keys = SubscriptionKeys {
             p256dh: field("ua_public").try_into().expect("ua_public"),
@@ -327,7 +377,7 @@ mod tests {
     #[test]
     fn sender_key_helper_matches_public_point() {
         let scalar = b64::decode("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw").expect("b64");
-        let key = sender_key_from_scalar(&scalar).expect("key");
+        let key = key_from_scalar(&scalar).expect("key");
         let group = p256_group().expect("group");
         let mut ctx = BigNumContext::new().expect("ctx");
         let public = key

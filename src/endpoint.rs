@@ -1,6 +1,8 @@
 //! Push endpoints are chosen by whoever holds an account, so they are checked before they are
-//! stored and again before every request: scheme, shape, host allow-list, and (here, for literal
-//! addresses; in `guard` for resolved ones) whether the address is public.
+//! stored and again before every request: scheme, shape, host allow-list, port, and (here, for
+//! literal addresses; in `guard` for resolved ones) whether the address is public. This is the
+//! one owner of the policy: the Lua module asks `check_endpoint` at enable time, the sender
+//! applies the same policy when it sends.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ureq::http::Uri;
@@ -12,7 +14,8 @@ pub const MAX_ENDPOINT_LEN: usize = 2048;
 pub struct EndpointPolicy {
     /// Allows `http://` and loopback or private addresses: tests and private push services only.
     pub allow_insecure: bool,
-    /// When set, the only host names allowed: exact names or `*.suffix` patterns.
+    /// When set, the only host names allowed: exact names or `*.suffix` patterns, each
+    /// optionally with `:port` (without one, port 443).
     pub hosts: Option<Vec<String>>,
 }
 
@@ -34,6 +37,8 @@ pub enum EndpointError {
     NotPublic,
     #[error("endpoint host is not in web_push_endpoint_hosts")]
     HostNotAllowed,
+    #[error("endpoint port is not 443 and not named in web_push_endpoint_hosts")]
+    PortNotAllowed,
 }
 
 impl EndpointError {
@@ -44,9 +49,10 @@ impl EndpointError {
             | EndpointError::TooLong
             | EndpointError::NotAbsoluteUrl
             | EndpointError::HasUserInfo => "bad-request",
-            EndpointError::NotHttps | EndpointError::NotPublic | EndpointError::HostNotAllowed => {
-                "not-acceptable"
-            }
+            EndpointError::NotHttps
+            | EndpointError::NotPublic
+            | EndpointError::HostNotAllowed
+            | EndpointError::PortNotAllowed => "not-acceptable",
         }
     }
 }
@@ -72,6 +78,24 @@ fn default_port(scheme: &str) -> u16 {
 fn literal_address(host: &str) -> Option<IpAddr> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.parse().ok()
+}
+
+/// The port every https endpoint may use.
+const HTTPS_PORT: u16 = 443;
+
+/// An entry of the host list: a name or `*.suffix`, and the port it allows (443 when none is
+/// named). `[v6]:port` keeps its brackets in the name.
+fn split_entry(entry: &str) -> (String, Option<u16>) {
+    let entry = entry.trim();
+    if let Some((name, port)) = entry.rsplit_once(':') {
+        let bracketed_or_plain = !name.contains(':') || name.ends_with(']');
+        if bracketed_or_plain && !name.is_empty() {
+            if let Ok(port) = port.parse::<u16>() {
+                return (name.to_owned(), Some(port));
+            }
+        }
+    }
+    (entry.to_owned(), None)
 }
 
 fn host_matches(host: &str, pattern: &str) -> bool {
@@ -125,14 +149,28 @@ impl EndpointPolicy {
                 return Err(EndpointError::NotPublic);
             }
         }
+        let port = authority.port_u16().unwrap_or(default_port(&scheme));
         if let Some(allowed) = &self.hosts {
-            if !allowed.iter().any(|pattern| host_matches(&host, pattern)) {
+            let entries: Vec<(String, Option<u16>)> =
+                allowed.iter().map(|entry| split_entry(entry)).collect();
+            let host_allowed = |(name, _): &&(String, Option<u16>)| host_matches(&host, name);
+            if !entries.iter().any(|entry| host_allowed(&entry)) {
                 return Err(EndpointError::HostNotAllowed);
             }
+            let port_named = entries
+                .iter()
+                .filter(host_allowed)
+                .any(|(_, named)| named.unwrap_or(HTTPS_PORT) == port);
+            if !self.allow_insecure && !port_named {
+                return Err(EndpointError::PortNotAllowed);
+            }
+        } else if !self.allow_insecure && port != HTTPS_PORT {
+            return Err(EndpointError::PortNotAllowed);
         }
-        let origin = match authority.port_u16() {
-            Some(port) if port != default_port(&scheme) => format!("{scheme}://{host}:{port}"),
-            _ => format!("{scheme}://{host}"),
+        let origin = if port == default_port(&scheme) {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{port}")
         };
         Ok(Endpoint { uri, origin, host })
     }
@@ -204,8 +242,15 @@ mod tests {
             check("https://Push.Example.NET:443/x"),
             "https://push.example.net"
         );
+        let insecure = EndpointPolicy {
+            allow_insecure: true,
+            hosts: None,
+        };
         assert_eq!(
-            check("https://push.example.net:8443/x?y=1"),
+            insecure
+                .check("https://push.example.net:8443/x?y=1")
+                .expect("any port when insecure")
+                .origin,
             "https://push.example.net:8443"
         );
         assert_eq!(
@@ -304,6 +349,80 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn only_port_443_unless_an_entry_names_another() {
+        let err = |policy: &EndpointPolicy, url: &str| policy.check(url).err();
+        let strict = strict();
+        assert_eq!(err(&strict, "https://push.example.net:443/x"), None);
+        assert_eq!(
+            err(&strict, "https://push.example.net:25/x"),
+            Some(EndpointError::PortNotAllowed)
+        );
+        assert_eq!(
+            err(&strict, "https://push.example.net:8443/x").map(|e| e.condition()),
+            Some("not-acceptable")
+        );
+        let listed = EndpointPolicy {
+            allow_insecure: false,
+            hosts: Some(vec![
+                "push.example.net:8443".into(),
+                "*.push.example.org:4443".into(),
+                "fcm.googleapis.com".into(),
+                "[2001:4860::1]:8443".into(),
+            ]),
+        };
+        assert_eq!(err(&listed, "https://push.example.net:8443/x"), None);
+        assert_eq!(
+            err(&listed, "https://push.example.net/x"),
+            Some(EndpointError::PortNotAllowed)
+        );
+        assert_eq!(
+            err(&listed, "https://push.example.net:8444/x"),
+            Some(EndpointError::PortNotAllowed)
+        );
+        assert_eq!(err(&listed, "https://a.push.example.org:4443/x"), None);
+        assert_eq!(
+            err(&listed, "https://a.push.example.org/x"),
+            Some(EndpointError::PortNotAllowed)
+        );
+        assert_eq!(err(&listed, "https://fcm.googleapis.com/x"), None);
+        assert_eq!(
+            err(&listed, "https://fcm.googleapis.com:8443/x"),
+            Some(EndpointError::PortNotAllowed)
+        );
+        assert_eq!(err(&listed, "https://[2001:4860::1]:8443/x"), None);
+        assert_eq!(
+            err(&listed, "https://other.example.net:8443/x"),
+            Some(EndpointError::HostNotAllowed)
+        );
+        let insecure = EndpointPolicy {
+            allow_insecure: true,
+            hosts: Some(vec!["localhost".into()]),
+        };
+        assert_eq!(err(&insecure, "https://localhost:38123/x"), None);
+        assert_eq!(err(&insecure, "http://localhost:8080/x"), None);
+    }
+
+    #[test]
+    fn host_entries_split_into_name_and_port() {
+        assert_eq!(
+            split_entry("a.example:8443"),
+            ("a.example".into(), Some(8443))
+        );
+        assert_eq!(
+            split_entry(" *.example:443 "),
+            ("*.example".into(), Some(443))
+        );
+        assert_eq!(split_entry("a.example"), ("a.example".into(), None));
+        assert_eq!(
+            split_entry("a.example:http"),
+            ("a.example:http".into(), None)
+        );
+        assert_eq!(split_entry("[::1]:8443"), ("[::1]".into(), Some(8443)));
+        assert_eq!(split_entry("::1"), ("::1".into(), None));
+        assert_eq!(split_entry(":443"), (":443".into(), None));
     }
 
     #[test]

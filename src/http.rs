@@ -1,48 +1,21 @@
 //! One POST to a push service (RFC 8030 section 5) and the reading of its answer.
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::Resolver;
-use ureq::unversioned::transport::{Connector, DefaultConnector};
+use ureq::unversioned::transport::{Connector, NativeTlsConnector};
 use ureq::{Agent, Body};
 
-use crate::deadline::DeadlineConnector;
+use crate::clock::unix_now;
 use crate::guard::{self, PublicAddressResolver};
-use crate::outcome::{parse_retry_after, unix_now, Outcome};
+use crate::limits::Urgency;
+use crate::outcome::Attempt;
+use crate::retry_after::parse_retry_after;
+use crate::transport::{set_deadline, DeadlineTcpConnector};
 
 /// Push services answer with a few bytes of JSON at most; anything longer is not read.
 const MAX_ANSWER_BYTES: u64 = 4096;
 const MAX_REASON_CHARS: usize = 120;
-
-/// RFC 8030 section 5.3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
-    VeryLow,
-    Low,
-    Normal,
-    High,
-}
-
-impl Urgency {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "very-low" => Some(Urgency::VeryLow),
-            "low" => Some(Urgency::Low),
-            "normal" => Some(Urgency::Normal),
-            "high" => Some(Urgency::High),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Urgency::VeryLow => "very-low",
-            Urgency::Low => "low",
-            Urgency::Normal => "normal",
-            Urgency::High => "high",
-        }
-    }
-}
 
 /// A Topic (RFC 8030 section 5.4) as every push service accepts it: 1-32 of `[A-Za-z0-9]`.
 pub fn valid_topic(topic: &str) -> bool {
@@ -52,7 +25,8 @@ pub fn valid_topic(topic: &str) -> bool {
 /// What one request needs besides the encrypted body.
 pub struct PushHeaders<'a> {
     pub authorization: &'a str,
-    pub ttl: u32,
+    /// Seconds the push service may keep the message: what is left of the push's TTL.
+    pub ttl: u64,
     pub urgency: Option<Urgency>,
     pub topic: Option<&'a str>,
 }
@@ -60,14 +34,27 @@ pub struct PushHeaders<'a> {
 /// The push service's answer, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    pub outcome: Outcome,
+    pub attempt: Attempt,
     pub status: Option<u16>,
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<Duration>,
+    /// A short text for the log: never the URL, a key or the payload.
     pub reason: String,
+}
+
+impl Answer {
+    pub fn not_sent(reason: impl Into<String>) -> Self {
+        Self {
+            attempt: Attempt::NotSent,
+            status: None,
+            retry_after: None,
+            reason: reason.into(),
+        }
+    }
 }
 
 pub struct HttpClient {
     agent: Agent,
+    timeout: Duration,
 }
 
 impl HttpClient {
@@ -88,25 +75,21 @@ impl HttpClient {
             .tls_config(tls)
             .timeout_global(Some(timeout))
             .timeout_resolve(Some(timeout))
-            .timeout_connect(Some(timeout))
-            .timeout_send_request(Some(timeout))
-            .timeout_send_body(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .timeout_recv_body(Some(timeout))
             .max_idle_connections_per_host(4)
             .max_idle_age(Duration::from_secs(60))
             .user_agent(concat!("mod_web_push/", env!("CARGO_PKG_VERSION")))
             .build();
+        // TCP with the deadline below, TLS above: see `transport`.
+        let connector = DeadlineTcpConnector.chain(NativeTlsConnector::default());
         Self {
-            agent: Agent::with_parts(
-                config,
-                DefaultConnector::default().chain(DeadlineConnector),
-                resolver,
-            ),
+            agent: Agent::with_parts(config, connector, resolver),
+            timeout,
         }
     }
 
+    /// Sends and classifies. Returns by the timeout, whatever the push service does.
     pub fn post(&self, endpoint: &str, headers: &PushHeaders<'_>, body: &[u8]) -> Answer {
+        let _deadline = set_deadline(Instant::now() + self.timeout);
         let mut request = self
             .agent
             .post(endpoint)
@@ -127,15 +110,16 @@ impl HttpClient {
                     .headers()
                     .get("retry-after")
                     .and_then(|value| value.to_str().ok())
-                    .and_then(|value| parse_retry_after(value, unix_now()));
-                let outcome = Outcome::from_status(status);
-                let reason = if outcome == Outcome::Delivered {
+                    .and_then(|value| parse_retry_after(value, unix_now()))
+                    .map(Duration::from_secs);
+                let attempt = Attempt::from_status(status);
+                let reason = if attempt == Attempt::Delivered {
                     String::new()
                 } else {
                     read_reason(response.body_mut())
                 };
                 Answer {
-                    outcome,
+                    attempt,
                     status: Some(status),
                     retry_after,
                     reason,
@@ -167,12 +151,10 @@ fn read_reason(body: &mut Body) -> String {
 /// A request that got no answer. The reason names the kind of failure, never the URL.
 fn failure(error: &ureq::Error) -> Answer {
     if guard::is_refusal(error) {
-        return Answer {
-            outcome: Outcome::Rejected,
-            status: None,
-            retry_after: None,
-            reason: "endpoint resolves to no public address".into(),
-        };
+        return Answer::not_sent("endpoint resolves to no public address");
+    }
+    if matches!(error, ureq::Error::BadUri(_)) {
+        return Answer::not_sent("bad endpoint URL");
     }
     let reason = match error {
         ureq::Error::Timeout(_) => "timed out".to_owned(),
@@ -182,16 +164,12 @@ fn failure(error: &ureq::Error) -> Answer {
         ureq::Error::Tls(_) => "TLS failure".to_owned(),
         ureq::Error::NativeTls(_) => "TLS failure".to_owned(),
         ureq::Error::Protocol(_) => "malformed HTTP answer".to_owned(),
-        ureq::Error::BadUri(_) => "bad endpoint URL".to_owned(),
         _ => "request failed".to_owned(),
     };
-    let outcome = if matches!(error, ureq::Error::BadUri(_)) {
-        Outcome::Rejected
-    } else {
-        Outcome::Network
-    };
     Answer {
-        outcome,
+        attempt: Attempt::Network {
+            timed_out: matches!(error, ureq::Error::Timeout(_)),
+        },
         status: None,
         retry_after: None,
         reason,

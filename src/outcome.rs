@@ -1,19 +1,56 @@
-//! What became of a push, in the classes the Prosody module acts on.
+//! What became of a request, and of a push: the classes the sender and the Prosody module act on.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+/// What one request to the push service gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Attempt {
     /// 2xx: the push service took it.
     Delivered,
     /// 404 or 410: the subscription no longer exists.
     Gone,
-    /// 429, 5xx or WNS's throttling 406: try again later (after `retry_after` when the service said).
-    Retry,
-    /// Another 4xx, or refused before sending (policy, invalid keys, too large).
-    Rejected,
-    /// No answer: name lookup, connect, TLS, reset or timeout.
-    Network,
+    /// 429, 5xx or WNS's throttling 406: try again later.
+    Later,
+    /// Any other answer: the push service refused this push.
+    Refused,
+    /// No answer: name lookup, connect, TLS, reset. `timed_out` when the deadline cut it off.
+    Network { timed_out: bool },
+    /// Not sent: the policy, the resolved address or the keys refused it.
+    NotSent,
+}
+
+impl Attempt {
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            200..=299 => Attempt::Delivered,
+            404 | 410 => Attempt::Gone,
+            // WNS answers 406 when it throttles a sender: a "later", not a "never".
+            406 | 429 | 500..=599 => Attempt::Later,
+            // A redirect is not followed (it could point anywhere), so it is a refusal too.
+            _ => Attempt::Refused,
+        }
+    }
+
+    /// Whether another attempt may succeed where this one did not.
+    pub fn retryable(self) -> bool {
+        matches!(self, Attempt::Later | Attempt::Network { .. })
+    }
+}
+
+/// The one result each push gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// 404 or 410: forget the subscription.
+    Gone,
+    /// Refused by the push service, or every attempt failed until attempts or TTL ran out: an
+    /// error of the subscription.
+    Failed,
+    /// The TTL ran out before any attempt was made: a backlog, not the subscription's fault.
+    Expired,
+    /// Refused before sending (policy, address, keys).
+    Refused,
+    /// Dropped by `cancel`.
+    Cancelled,
 }
 
 impl Outcome {
@@ -21,87 +58,22 @@ impl Outcome {
         match self {
             Outcome::Delivered => "delivered",
             Outcome::Gone => "gone",
-            Outcome::Retry => "retry",
-            Outcome::Rejected => "rejected",
-            Outcome::Network => "network",
+            Outcome::Failed => "failed",
+            Outcome::Expired => "expired",
+            Outcome::Refused => "refused",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
-    pub fn from_status(status: u16) -> Self {
-        match status {
-            200..=299 => Outcome::Delivered,
-            404 | 410 => Outcome::Gone,
-            // WNS answers 406 when it throttles a sender: a "later", not a "never".
-            406 | 429 | 500..=599 => Outcome::Retry,
-            // A redirect is not followed (it could point anywhere), so it is a refusal too.
-            _ => Outcome::Rejected,
+    /// The final outcome of a push whose last attempt gave `attempt` and which is not retried.
+    pub fn of_last(attempt: Attempt) -> Self {
+        match attempt {
+            Attempt::Delivered => Outcome::Delivered,
+            Attempt::Gone => Outcome::Gone,
+            Attempt::NotSent => Outcome::Refused,
+            Attempt::Later | Attempt::Refused | Attempt::Network { .. } => Outcome::Failed,
         }
     }
-}
-
-/// Longest wait a push service can ask for that we take at its word (a day: no TTL is longer
-/// than what push services keep, and a bigger figure is more likely a bug than a plan).
-const MAX_RETRY_AFTER: u64 = 24 * 3600;
-
-/// Seconds to wait from a `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
-pub fn parse_retry_after(value: &str, now: u64) -> Option<u64> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(
-            value
-                .parse::<u64>()
-                .unwrap_or(MAX_RETRY_AFTER)
-                .min(MAX_RETRY_AFTER),
-        );
-    }
-    let at = parse_http_date(value)?;
-    Some(at.saturating_sub(now).min(MAX_RETRY_AFTER))
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Parses the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`), the one senders must use.
-fn parse_http_date(value: &str) -> Option<u64> {
-    let (_weekday, rest) = value.split_once(", ")?;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: u64 = day.parse().ok()?;
-    let month = 1 + [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as u64;
-    let year: u64 = year.parse().ok()?;
-    let clock: Vec<u64> = time
-        .split(':')
-        .map(|field| field.parse().ok())
-        .collect::<Option<_>>()?;
-    let [hour, minute, second] = clock.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || year < 1970 || *hour > 23 || *minute > 59 || *second > 60 {
-        return None;
-    }
-    let days = days_since_epoch(year, month, day);
-    Some(days * 86400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil-date arithmetic).
-fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let year_of_era = year - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -110,46 +82,17 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert_eq!(Outcome::from_status(201), Outcome::Delivered);
-        assert_eq!(Outcome::from_status(410), Outcome::Gone);
-        assert_eq!(Outcome::from_status(404), Outcome::Gone);
-        assert_eq!(Outcome::from_status(429), Outcome::Retry);
-        assert_eq!(Outcome::from_status(406), Outcome::Retry);
-        assert_eq!(Outcome::from_status(503), Outcome::Retry);
-        assert_eq!(Outcome::from_status(413), Outcome::Rejected);
-        assert_eq!(Outcome::from_status(301), Outcome::Rejected);
-    }
-
-    #[test]
-    fn retry_after_both_forms() {
-        assert_eq!(parse_retry_after("120", 0), Some(120));
-        assert_eq!(parse_retry_after(" 0 ", 0), Some(0));
-        assert_eq!(
-            parse_retry_after("99999999999999999999", 0),
-            Some(MAX_RETRY_AFTER)
-        );
-        // 1994-11-06T08:49:37Z is 784111777.
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_700),
-            Some(77)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_800),
-            Some(0)
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 25 Nov 2026 08:00:00 GMT", 1_795_593_600 - 60),
-            Some(60)
-        );
-        for bad in [
-            "",
-            "soon",
-            "-5",
-            "1.5",
-            "Sun, 06 Nov 1994 08:49:37 PST",
-            "Sun, 32 Nov 1994 08:49:37 GMT",
-        ] {
-            assert_eq!(parse_retry_after(bad, 0), None, "{bad}");
-        }
+        assert_eq!(Attempt::from_status(201), Attempt::Delivered);
+        assert_eq!(Attempt::from_status(410), Attempt::Gone);
+        assert_eq!(Attempt::from_status(404), Attempt::Gone);
+        assert_eq!(Attempt::from_status(429), Attempt::Later);
+        assert_eq!(Attempt::from_status(406), Attempt::Later);
+        assert_eq!(Attempt::from_status(503), Attempt::Later);
+        assert_eq!(Attempt::from_status(413), Attempt::Refused);
+        assert_eq!(Attempt::from_status(301), Attempt::Refused);
+        assert!(Attempt::Network { timed_out: true }.retryable());
+        assert!(!Attempt::Refused.retryable());
+        assert_eq!(Outcome::of_last(Attempt::Later), Outcome::Failed);
+        assert_eq!(Outcome::of_last(Attempt::NotSent), Outcome::Refused);
     }
 }

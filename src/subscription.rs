@@ -27,7 +27,7 @@ pub enum KeyMaterialError {
 
 /// Decoded subscription keys. Holding one means the lengths are right; whether `p256dh` is on
 /// the curve is checked by `check_point` (cheap to skip where it was checked before).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SubscriptionKeys {
     pub p256dh: [u8; P256DH_LEN],
     pub auth: [u8; AUTH_LEN],

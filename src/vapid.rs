@@ -2,13 +2,13 @@
 //! Tokens are cached per audience so that signing is paid once per push service every few hours,
 //! not once per push.
 
-use jwt_simple::prelude::{
-    Audiences, ECDSAP256KeyPairLike, ES256KeyPair, JWTClaims, NoCustomClaims, UnixTimeStamp,
-};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::b64;
+use crate::clock::unix_now;
 use crate::keys::VapidKey;
 
 /// How far ahead `exp` is set. Apple refuses more than a day; half a day leaves room for clock
@@ -51,16 +51,15 @@ pub fn check_subject(subject: &str) -> Result<(), VapidError> {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The JOSE header of every token, base64url.
+fn jose_header() -> &'static str {
+    static HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEADER.get_or_init(|| b64::encode(br#"{"typ":"JWT","alg":"ES256"}"#))
 }
 
 /// Signs VAPID tokens for one server key and subject.
 pub struct VapidSigner {
-    key_pair: ES256KeyPair,
+    signing_key: SigningKey,
     public_b64: String,
     subject: String,
     cache: Mutex<HashMap<String, CachedToken>>,
@@ -75,9 +74,9 @@ struct CachedToken {
 impl VapidSigner {
     pub fn new(key: &VapidKey, subject: &str) -> Result<Self, VapidError> {
         check_subject(subject)?;
-        let key_pair = ES256KeyPair::from_bytes(&key.scalar()).map_err(|_| VapidError::Signing)?;
+        let signing_key = SigningKey::from_slice(&key.scalar()).map_err(|_| VapidError::Signing)?;
         Ok(Self {
-            key_pair,
+            signing_key,
             public_b64: key.public_b64(),
             subject: subject.to_owned(),
             cache: Mutex::new(HashMap::new()),
@@ -86,21 +85,17 @@ impl VapidSigner {
 
     /// A fresh `Authorization` header value for `audience` (an origin), valid until `now + 12 h`.
     pub fn sign(&self, audience: &str, now: u64) -> Result<String, VapidError> {
-        let claims: JWTClaims<NoCustomClaims> = JWTClaims {
-            issued_at: None,
-            expires_at: Some(UnixTimeStamp::from_secs(now + TOKEN_LIFETIME_SECS)),
-            invalid_before: None,
-            issuer: None,
-            subject: Some(self.subject.clone()),
-            audiences: Some(Audiences::AsString(audience.to_owned())),
-            jwt_id: None,
-            nonce: None,
-            custom: NoCustomClaims {},
-        };
-        let token = self
-            .key_pair
-            .sign(claims)
-            .map_err(|_| VapidError::Signing)?;
+        let claims = serde_json::json!({
+            "aud": audience,
+            "exp": now + TOKEN_LIFETIME_SECS,
+            "sub": self.subject,
+        });
+        let claims = serde_json::to_vec(&claims).map_err(|_| VapidError::Signing)?;
+        let signing_input = format!("{}.{}", jose_header(), b64::encode(&claims));
+        // RFC 7518 section 3.4: ES256 is the 64-byte R || S, not DER. Deterministic nonces
+        // (RFC 6979), so no random number generator is involved.
+        let signature: Signature = self.signing_key.sign(signing_input.as_bytes());
+        let token = format!("{signing_input}.{}", b64::encode(&signature.to_bytes()));
         Ok(format!("vapid t={token}, k={}", self.public_b64))
     }
 

@@ -7,7 +7,9 @@ use web_push::b64;
 use web_push::encrypt::{decrypt, encrypt, MAX_PLAINTEXT};
 use web_push::endpoint::{is_public, EndpointPolicy};
 use web_push::keys::VapidKey;
-use web_push::outcome::parse_retry_after;
+use web_push::limits::PAYLOAD;
+use web_push::payload::fit;
+use web_push::retry_after::parse_retry_after;
 use web_push::subscription::SubscriptionKeys;
 use web_push::vapid::check_subject;
 
@@ -99,6 +101,29 @@ proptest! {
     fn private_key_import_never_panics(text in any::<String>()) {
         let _ = VapidKey::import(&text);
         let _ = VapidKey::import(&format!("-----BEGIN PRIVATE KEY-----\n{text}\n-----END PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn fitted_payloads_are_json_within_the_limit(
+        body in any::<String>(),
+        sender in proptest::option::of(any::<String>()),
+        repeat in 0usize..800,
+        declarative in any::<bool>(),
+    ) {
+        let body = body.repeat(repeat.min(4000 / (body.len() + 1)) + 1);
+        let mut value = serde_json::json!({"account": "juliet@capulet.lit", "last-message-body": body});
+        if let Some(sender) = sender {
+            value["last-message-sender"] = sender.into();
+        }
+        if declarative {
+            value["notification"] = serde_json::json!({"title": "romeo@montague.lit", "body": body});
+        }
+        let fitted = fit(value, PAYLOAD).expect("only bodies, a sender and a title are long");
+        prop_assert!(fitted.len() <= PAYLOAD);
+        let parsed: serde_json::Value = serde_json::from_slice(&fitted).expect("json");
+        let kept = parsed["last-message-body"].as_str().expect("body");
+        let kept = kept.strip_suffix(web_push::payload::ELLIPSIS).unwrap_or(kept);
+        prop_assert!(body.starts_with(kept));
     }
 
     #[test]

@@ -1,0 +1,472 @@
+//! The sender: Prosody's thread queues a push and later collects its one final result; checks,
+//! encryption, signing, HTTP and retries happen on the sender's own threads. A socket pair tells
+//! Prosody's event loop when results are waiting.
+//!
+//! Parts: `state` (every push held, under one lock), `pool` (worker threads), `scheduler`
+//! (retries, stuck requests, expiry), `origins` (slow push services), `results` (the result
+//! list, its socket and signaller), `prepare` (encrypt and sign), `core` (one generation of
+//! threads), `fork` (noticing that this process is a fork's child).
+
+mod core;
+mod fork;
+mod job;
+mod origins;
+mod pool;
+mod prepare;
+mod results;
+mod scheduler;
+mod state;
+
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use self::core::{Core, Counters};
+use self::results::WakeSocket;
+use self::state::{Salvage, Selection};
+use crate::clock::{Clock, SystemClock};
+use crate::conversation::ConversationHasher;
+use crate::endpoint::EndpointPolicy;
+use crate::http::HttpClient;
+use crate::keys::VapidKey;
+use crate::limits::{self, OutOfBounds, Urgency};
+use crate::outcome::Outcome;
+use crate::payload::{self, PayloadError};
+use crate::subscription::SubscriptionKeys;
+use crate::vapid::VapidError;
+
+pub use self::job::JobData;
+pub use self::origins::STUCK_AFTER;
+pub use self::pool::MAX_EXTRA_WORKERS;
+pub use self::prepare::{Prepared, Preparer};
+pub use self::results::FinalResult;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SenderError {
+    #[error(transparent)]
+    Bounds(#[from] OutOfBounds),
+    #[error(transparent)]
+    Vapid(#[from] VapidError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("could not create the wake-up socket")]
+    Wakeup,
+    #[error("could not start a thread")]
+    Spawn,
+    #[error("cryptographic library failure")]
+    Crypto,
+    #[error("queue full")]
+    QueueFull,
+    #[error("sender closed")]
+    Closed,
+    #[error("expired")]
+    Expired,
+}
+
+/// What `new_sender` is given.
+#[derive(Clone)]
+pub struct SenderConfig {
+    pub key: VapidKey,
+    pub subject: String,
+    pub workers: usize,
+    pub queue_size: usize,
+    /// The deadline of each request, from connect to the last byte of the answer.
+    pub timeout: Duration,
+    pub policy: EndpointPolicy,
+}
+
+/// Makes the HTTP client of each core (a fork needs a new one: the old one's locks may be held
+/// by threads that no longer exist).
+pub type HttpFactory = Arc<dyn Fn() -> HttpClient + Send + Sync>;
+
+/// Everything needed to start (and after a fork, start again) the threads.
+pub struct Recipe {
+    pub config: SenderConfig,
+    pub clock: Arc<dyn Clock>,
+    pub http: HttpFactory,
+}
+
+/// The notification: a table's JSON value (tagged and fitted here) or JSON text as it is.
+pub enum Payload {
+    Value(serde_json::Value),
+    Json(Vec<u8>),
+}
+
+/// A new push.
+pub struct NewJob {
+    pub account: String,
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+    pub payload: Payload,
+    pub ttl: Duration,
+    pub urgency: Option<Urgency>,
+    pub conversation: Option<String>,
+}
+
+/// A push handed over by `export`, for `resume` in this or another sender.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExportedJob {
+    pub account: String,
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+    /// The notification JSON as it would have been sent.
+    pub payload: Vec<u8>,
+    /// Unix seconds.
+    pub expires: u64,
+    pub urgency: Option<Urgency>,
+    pub conversation: Option<String>,
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for ExportedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedJob")
+            .field("expires", &self.expires)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub queued: usize,
+    pub parked: usize,
+    pub waiting: usize,
+    pub in_flight: usize,
+    pub stuck: usize,
+    /// Threads running now.
+    pub workers: usize,
+    pub pushed: u64,
+    pub refused: u64,
+    pub wakeups: u64,
+    pub restarts: u64,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked mid-job must not take the whole sender with it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct Sender {
+    recipe: Recipe,
+    /// Only the callers' threads touch this lock, never the sender's own threads.
+    core: Mutex<Arc<Core>>,
+    socket: Arc<WakeSocket>,
+    counters: Arc<Counters>,
+    hasher: ConversationHasher,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    /// The process the threads run in, and how many forks it took to get there.
+    pid: AtomicU32,
+    forks_seen: AtomicU64,
+}
+
+fn check_config(config: &SenderConfig) -> Result<(), SenderError> {
+    limits::check(limits::WORKERS, config.workers as f64)?;
+    limits::check(limits::QUEUE_SIZE, config.queue_size as f64)?;
+    limits::check(limits::TIMEOUT, config.timeout.as_secs_f64())?;
+    Ok(())
+}
+
+impl Sender {
+    pub fn start(config: SenderConfig) -> Result<Self, SenderError> {
+        let (timeout, insecure) = (config.timeout, config.policy.allow_insecure);
+        Self::start_with(
+            config,
+            Arc::new(SystemClock),
+            Arc::new(move || HttpClient::new(timeout, insecure)),
+        )
+    }
+
+    /// With another clock or HTTP client, for tests.
+    pub fn start_with(
+        config: SenderConfig,
+        clock: Arc<dyn Clock>,
+        http: HttpFactory,
+    ) -> Result<Self, SenderError> {
+        check_config(&config)?;
+        fork::watch();
+        let socket = Arc::new(WakeSocket::new().map_err(|_| SenderError::Wakeup)?);
+        let counters = Arc::new(Counters::default());
+        let hasher = ConversationHasher::new(&config.key);
+        let recipe = Recipe {
+            config,
+            clock,
+            http,
+        };
+        let core = Core::start(
+            &recipe,
+            Arc::clone(&counters),
+            Arc::clone(&socket),
+            Salvage::default(),
+        )?;
+        Ok(Self {
+            recipe,
+            core: Mutex::new(core),
+            socket,
+            counters,
+            hasher,
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            pid: AtomicU32::new(std::process::id()),
+            forks_seen: AtomicU64::new(fork::generation()),
+        })
+    }
+
+    /// The core whose threads run in this process: after a fork, a new one that took over what
+    /// the old one held, as far as its locks were free.
+    fn core(&self) -> MutexGuard<'_, Arc<Core>> {
+        let mut core = lock(&self.core);
+        let generation = fork::generation();
+        if generation != self.forks_seen.load(Ordering::Relaxed) {
+            let pid = std::process::id();
+            if pid == self.pid.load(Ordering::Relaxed) {
+                self.forks_seen.store(generation, Ordering::Relaxed);
+            } else if !self.closed.load(Ordering::Relaxed) && self.restart(&mut core) {
+                self.pid.store(pid, Ordering::Relaxed);
+                self.forks_seen.store(generation, Ordering::Relaxed);
+            }
+        }
+        core
+    }
+
+    /// Whether the current core's threads run in this process (false only for a sender closed
+    /// before a fork, or one whose threads could not be started again).
+    fn native(&self) -> bool {
+        self.pid.load(Ordering::Relaxed) == std::process::id()
+    }
+
+    fn restart(&self, core: &mut Arc<Core>) -> bool {
+        // A lock held at the fork by a thread that is gone stays held: never wait for one.
+        let mut carried = match core.state.try_lock() {
+            Ok(mut state) => state.salvage(self.recipe.clock.now()),
+            Err(_) => Salvage::default(),
+        };
+        let mut finals = core.results.salvage();
+        finals.append(&mut carried.finals);
+        carried.finals = finals;
+        match Core::start(
+            &self.recipe,
+            Arc::clone(&self.counters),
+            Arc::clone(&self.socket),
+            carried,
+        ) {
+            Ok(new) => {
+                // The old core is never dropped for good: its vanished threads hold references.
+                *core = new;
+                self.counters.restarts.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn open_core(&self) -> Result<MutexGuard<'_, Arc<Core>>, SenderError> {
+        let core = self.core();
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(SenderError::Closed);
+        }
+        if !self.native() {
+            return Err(SenderError::Spawn);
+        }
+        Ok(core)
+    }
+
+    /// Queues a push and returns its id at once. A table payload gets its `tag` and is fitted
+    /// to the size limit here; an endpoint the policy refuses gets its `refused` result.
+    pub fn push(&self, job: NewJob) -> Result<u64, SenderError> {
+        let core = self.open_core()?;
+        limits::check(limits::TTL, job.ttl.as_secs_f64())?;
+        let payload = match job.payload {
+            Payload::Json(json) => checked_json(json)?,
+            Payload::Value(mut value) => {
+                let tag = self.hasher.tag(&job.endpoint, job.conversation.as_deref());
+                payload::set_tag(&mut value, &tag);
+                payload::fit(value, limits::PAYLOAD)?
+            }
+        };
+        let now = self.recipe.clock.now();
+        let data = JobData {
+            account: job.account,
+            endpoint: job.endpoint,
+            origin: Arc::from(""),
+            keys: job.keys,
+            payload,
+            urgency: job.urgency,
+            conversation: job.conversation,
+            expires: now + job.ttl,
+            now_or_never: job.ttl.is_zero(),
+            accepted: now,
+        };
+        self.accept(&core, data, 0)
+    }
+
+    /// Queues an exported push again, with the TTL it has left.
+    pub fn resume(&self, job: ExportedJob) -> Result<u64, SenderError> {
+        let core = self.open_core()?;
+        let payload = checked_json(job.payload)?;
+        let left = Duration::from_secs(job.expires).saturating_sub(self.recipe.clock.unix());
+        if left.is_zero() {
+            return Err(SenderError::Expired);
+        }
+        let now = self.recipe.clock.now();
+        let data = JobData {
+            account: job.account,
+            endpoint: job.endpoint,
+            origin: Arc::from(""),
+            keys: job.keys,
+            payload,
+            urgency: job.urgency,
+            conversation: job.conversation,
+            expires: now + left,
+            now_or_never: false,
+            accepted: now,
+        };
+        self.accept(&core, data, job.attempts)
+    }
+
+    fn accept(&self, core: &Core, mut data: JobData, attempts: u32) -> Result<u64, SenderError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.recipe.config.policy.check(&data.endpoint) {
+            Ok(endpoint) => data.origin = Arc::from(endpoint.origin),
+            Err(error) => {
+                let refused = FinalResult {
+                    id,
+                    outcome: Outcome::Refused,
+                    status: None,
+                    reason: error.to_string(),
+                    attempts,
+                    elapsed: Duration::ZERO,
+                };
+                core.results.add(&core.socket, [refused]);
+                self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+                return Ok(id);
+            }
+        }
+        core.enqueue(job::Tracked::new(id, data, attempts))?;
+        self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Drops every push of `account` (of that endpoint, of that conversation) that is not in
+    /// flight; each gets its `cancelled` result. Those in flight are not retried. Returns how
+    /// many were dropped.
+    pub fn cancel(
+        &self,
+        account: &str,
+        endpoint: Option<&str>,
+        conversation: Option<&str>,
+    ) -> usize {
+        let Ok(core) = self.open_core() else {
+            return 0;
+        };
+        let selection = Selection {
+            account,
+            endpoint,
+            conversation,
+        };
+        let now = self.recipe.clock.now();
+        let dropped = lock(&core.state).cancel(&selection, now);
+        let count = dropped.len();
+        core.results.add(&core.socket, dropped);
+        count
+    }
+
+    /// Takes every waiting result and clears the wake-up socket. Never blocks.
+    pub fn drain(&self) -> Vec<FinalResult> {
+        let core = self.core();
+        if !self.native() {
+            return Vec::new();
+        }
+        core.results.drain(&self.socket)
+    }
+
+    /// Takes every push that is not finished and forgets it (results of those in flight are
+    /// discarded).
+    pub fn export(&self) -> Vec<ExportedJob> {
+        let Ok(core) = self.open_core() else {
+            return Vec::new();
+        };
+        let jobs = lock(&core.state).export();
+        let (now, unix) = (self.recipe.clock.now(), self.recipe.clock.unix());
+        jobs.into_iter()
+            .map(|job| {
+                let left = job.data.expires.saturating_duration_since(now);
+                ExportedJob {
+                    account: job.data.account.clone(),
+                    endpoint: job.data.endpoint.clone(),
+                    keys: job.data.keys.clone(),
+                    payload: job.data.payload.clone(),
+                    expires: (unix + left).as_secs(),
+                    urgency: job.data.urgency,
+                    conversation: job.data.conversation.clone(),
+                    attempts: job.attempts,
+                }
+            })
+            .collect()
+    }
+
+    /// Readable while results are waiting. The same descriptor for the sender's whole life.
+    pub fn fd(&self) -> RawFd {
+        let _core = self.core();
+        self.socket.fd()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let core = self.core();
+        let counts = if self.native() {
+            lock(&core.state).counts()
+        } else {
+            state::Counts::default()
+        };
+        Stats {
+            queued: counts.queued,
+            parked: counts.parked,
+            waiting: counts.waiting,
+            in_flight: counts.in_flight,
+            stuck: counts.stuck,
+            workers: counts.workers,
+            pushed: self.counters.pushed.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            wakeups: self.counters.wakeups.load(Ordering::Relaxed),
+            restarts: self.counters.restarts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Threads running now.
+    pub fn live_workers(&self) -> usize {
+        self.stats().workers
+    }
+
+    /// Stops taking pushes, drops the waiting ones and lets the threads go. Returns the number
+    /// of workers still finishing a request. Idempotent.
+    pub fn close(&self) -> usize {
+        let core = lock(&self.core);
+        if !self.native() {
+            // Forked since the threads started: this process has none of them, and the locks
+            // they held may stay held.
+            self.closed.store(true, Ordering::Relaxed);
+            return 0;
+        }
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return lock(&core.state).pool.live;
+        }
+        core.close()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn checked_json(json: Vec<u8>) -> Result<Vec<u8>, SenderError> {
+    if json.len() > limits::PAYLOAD {
+        return Err(PayloadError::TooLarge(json.len()).into());
+    }
+    Ok(json)
+}

@@ -1,0 +1,60 @@
+//! The part of an attempt that needs no network: check the endpoint, encrypt, sign. Public for
+//! the benchmark, which measures exactly the work a worker does per push.
+
+use crate::conversation::ConversationHasher;
+use crate::encrypt::{self, EncryptError};
+use crate::endpoint::EndpointPolicy;
+use crate::http::Answer;
+use crate::keys::VapidKey;
+use crate::vapid::{VapidError, VapidSigner};
+
+use super::job::JobData;
+
+pub struct Preparer {
+    policy: EndpointPolicy,
+    vapid: VapidSigner,
+    hasher: ConversationHasher,
+}
+
+pub struct Prepared {
+    pub body: Vec<u8>,
+    pub authorization: String,
+    pub topic: String,
+}
+
+impl Preparer {
+    pub fn new(key: &VapidKey, subject: &str, policy: EndpointPolicy) -> Result<Self, VapidError> {
+        Ok(Self {
+            policy,
+            vapid: VapidSigner::new(key, subject)?,
+            hasher: ConversationHasher::new(key),
+        })
+    }
+
+    /// The endpoint is checked again here, against the policy the sender was started with:
+    /// nothing leaves that the policy does not allow, whatever was stored earlier.
+    pub fn prepare(&self, job: &JobData) -> Result<Prepared, Answer> {
+        let endpoint = self
+            .policy
+            .check(&job.endpoint)
+            .map_err(|error| Answer::not_sent(error.to_string()))?;
+        let body = encrypt::encrypt(&job.keys, &job.payload).map_err(|error| match error {
+            EncryptError::BadPublicKey => {
+                Answer::not_sent("p256dh is not a point on the P-256 curve")
+            }
+            other => Answer::not_sent(other.to_string()),
+        })?;
+        let authorization = self
+            .vapid
+            .header_for(&endpoint.origin)
+            .map_err(|error| Answer::not_sent(error.to_string()))?;
+        let topic = self
+            .hasher
+            .topic(&job.endpoint, job.conversation.as_deref());
+        Ok(Prepared {
+            body,
+            authorization,
+            topic,
+        })
+    }
+}

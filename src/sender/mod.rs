@@ -458,6 +458,23 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// For tests of fork safety only: holds the sender's locks from another thread for
+    /// `duration`, as a worker would if a fork came at that moment.
+    #[doc(hidden)]
+    pub fn hold_locks_for_test(&self, duration: Duration) {
+        let core = Arc::clone(&self.core());
+        let (held, taken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _state = lock(&core.state);
+            let _results = core.results.hold();
+            let _ = held.send(());
+            std::thread::sleep(duration);
+        });
+        let _ = taken.recv();
+    }
+}
+
 impl Drop for Sender {
     fn drop(&mut self) {
         self.close();

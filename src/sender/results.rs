@@ -147,6 +147,11 @@ impl Results {
         }
     }
 
+    /// The lock, held (for tests of fork safety).
+    pub fn hold(&self) -> std::sync::MutexGuard<'_, impl Sized> {
+        lock(&self.list)
+    }
+
     /// The signaller leaves; what it was holding back is signalled now.
     pub fn close(&self, socket: &WakeSocket) {
         let mut list = lock(&self.list);

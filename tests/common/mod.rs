@@ -105,7 +105,8 @@ fn answer(stream: &mut TcpStream, request: &Recorded, port: u16, earlier: usize)
         return;
     }
     match path {
-        "/ok" => respond(stream, "201 Created", "", ""),
+        // "/ok" and "/ok/anything": 201.
+        p if p == "/ok" || p.starts_with("/ok/") => respond(stream, "201 Created", "", ""),
         "/gone" => respond(stream, "410 Gone", "", "{\"reason\":\"expired\"}"),
         "/notfound" => respond(stream, "404 Not Found", "", ""),
         "/toolarge" => respond(stream, "413 Payload Too Large", "", "too big\n\tsee docs"),
@@ -124,6 +125,10 @@ fn answer(stream: &mut TcpStream, request: &Recorded, port: u16, earlier: usize)
             respond(stream, "400 Bad Request", "", &body)
         }
         "/hang" => thread::sleep(Duration::from_secs(3)),
+        "/slow" => {
+            thread::sleep(Duration::from_millis(1500));
+            respond(stream, "201 Created", "", "")
+        }
         "/trickle" => {
             let _ = stream.write_all(b"HTTP/1.1 201 Created\r\n");
             for _ in 0..30 {

@@ -450,6 +450,12 @@ describe("web_push native library", function()
 			for _ = 1, 3 do
 				assert(sender:push(account, "https://other.example.net/x", vector.ua_public, vector.auth_secret, "{}"));
 			end
+			-- Wait until all three results are in, without taking them.
+			local deadline = socket.gettime() + 10;
+			while sender:stats().in_flight + sender:stats().queued > 0 and socket.gettime() < deadline do
+				socket.sleep(0.01);
+			end
+			socket.sleep(0.05);
 			local calls = 0;
 			local ok, err = pcall(sender.drain, sender, function ()
 				calls = calls + 1;

@@ -26,6 +26,23 @@ pub fn text(value: &Value, name: &str) -> Result<String, String> {
     }
 }
 
+/// A string argument as the key decoder takes it, without a copy.
+pub fn with_str<T>(
+    value: &Value,
+    name: &str,
+    use_it: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    match value {
+        Value::String(s) => {
+            let borrowed = s
+                .to_str()
+                .map_err(|_| format!("{name} is not valid UTF-8"))?;
+            use_it(&borrowed)
+        }
+        other => text(other, name).and_then(|owned| use_it(&owned)),
+    }
+}
+
 pub fn optional_text(value: &Value, name: &str) -> Result<Option<String>, String> {
     match value {
         Value::Nil => Ok(None),

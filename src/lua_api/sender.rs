@@ -5,7 +5,7 @@ use mlua::{MultiValue, UserData, UserDataMethods, Value};
 use std::time::Duration;
 
 use super::convert::{
-    failure, field, json_value, key_arg, number, optional_text, policy_from, text,
+    failure, field, json_value, key_arg, number, optional_text, policy_from, text, with_str,
 };
 use crate::b64;
 use crate::limits::{self, Urgency};
@@ -46,8 +46,11 @@ pub fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {
 }
 
 fn keys(p256dh: &Value, auth: &Value) -> Result<SubscriptionKeys, String> {
-    SubscriptionKeys::decode(&text(p256dh, "p256dh")?, &text(auth, "auth")?)
-        .map_err(|e| e.to_string())
+    with_str(p256dh, "p256dh", |p256dh| {
+        with_str(auth, "auth", |auth| {
+            SubscriptionKeys::decode(p256dh, auth).map_err(|e| e.to_string())
+        })
+    })
 }
 
 fn urgency(value: &Value) -> Result<Option<Urgency>, String> {

@@ -31,7 +31,6 @@ use crate::endpoint::EndpointPolicy;
 use crate::http::HttpClient;
 use crate::keys::VapidKey;
 use crate::limits::{self, OutOfBounds, Urgency};
-use crate::outcome::Outcome;
 use crate::payload::{self, PayloadError};
 use crate::subscription::SubscriptionKeys;
 use crate::vapid::VapidError;
@@ -162,6 +161,9 @@ pub struct Sender {
     /// The process the threads run in, and how many forks it took to get there.
     pid: AtomicU32,
     forks_seen: AtomicU64,
+    /// Whether the current core's threads run in this process (false only after a fork, until
+    /// they are started again).
+    native: AtomicBool,
 }
 
 fn check_config(config: &SenderConfig) -> Result<(), SenderError> {
@@ -213,30 +215,30 @@ impl Sender {
             closed: AtomicBool::new(false),
             pid: AtomicU32::new(std::process::id()),
             forks_seen: AtomicU64::new(fork::generation()),
+            native: AtomicBool::new(true),
         })
     }
 
     /// The core whose threads run in this process: after a fork, a new one that took over what
-    /// the old one held, as far as its locks were free.
+    /// the old one held, as far as its locks were free. One atomic load unless there was a fork.
     fn core(&self) -> MutexGuard<'_, Arc<Core>> {
         let mut core = lock(&self.core);
         let generation = fork::generation();
         if generation != self.forks_seen.load(Ordering::Relaxed) {
+            self.forks_seen.store(generation, Ordering::Relaxed);
             let pid = std::process::id();
-            if pid == self.pid.load(Ordering::Relaxed) {
-                self.forks_seen.store(generation, Ordering::Relaxed);
-            } else if !self.closed.load(Ordering::Relaxed) && self.restart(&mut core) {
+            if pid != self.pid.load(Ordering::Relaxed) {
                 self.pid.store(pid, Ordering::Relaxed);
-                self.forks_seen.store(generation, Ordering::Relaxed);
+                let restarted = !self.closed.load(Ordering::Relaxed) && self.restart(&mut core);
+                self.native.store(restarted, Ordering::Relaxed);
             }
         }
         core
     }
 
-    /// Whether the current core's threads run in this process (false only for a sender closed
-    /// before a fork, or one whose threads could not be started again).
+    /// Whether the current core's threads run in this process.
     fn native(&self) -> bool {
-        self.pid.load(Ordering::Relaxed) == std::process::id()
+        self.native.load(Ordering::Relaxed)
     }
 
     fn restart(&self, core: &mut Arc<Core>) -> bool {
@@ -290,9 +292,9 @@ impl Sender {
         };
         let now = self.recipe.clock.now();
         let data = JobData {
+            origin: origin_of(&job.endpoint),
             account: job.account,
             endpoint: job.endpoint,
-            origin: Arc::from(""),
             keys: job.keys,
             payload,
             urgency: job.urgency,
@@ -314,9 +316,9 @@ impl Sender {
         }
         let now = self.recipe.clock.now();
         let data = JobData {
+            origin: origin_of(&job.endpoint),
             account: job.account,
             endpoint: job.endpoint,
-            origin: Arc::from(""),
             keys: job.keys,
             payload,
             urgency: job.urgency,
@@ -328,24 +330,8 @@ impl Sender {
         self.accept(&core, data, job.attempts)
     }
 
-    fn accept(&self, core: &Core, mut data: JobData, attempts: u32) -> Result<u64, SenderError> {
+    fn accept(&self, core: &Core, data: JobData, attempts: u32) -> Result<u64, SenderError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match self.recipe.config.policy.check(&data.endpoint) {
-            Ok(endpoint) => data.origin = Arc::from(endpoint.origin),
-            Err(error) => {
-                let refused = FinalResult {
-                    id,
-                    outcome: Outcome::Refused,
-                    status: None,
-                    reason: error.to_string(),
-                    attempts,
-                    elapsed: Duration::ZERO,
-                };
-                core.results.add(&core.socket, [refused]);
-                self.counters.pushed.fetch_add(1, Ordering::Relaxed);
-                return Ok(id);
-            }
-        }
         core.enqueue(job::Tracked::new(id, data, attempts))?;
         self.counters.pushed.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -444,14 +430,15 @@ impl Sender {
     /// Stops taking pushes, drops the waiting ones and lets the threads go. Returns the number
     /// of workers still finishing a request. Idempotent.
     pub fn close(&self) -> usize {
-        let core = lock(&self.core);
+        // Marked closed first, so that a fork since the threads started does not start them
+        // again just to stop them.
+        let was_closed = self.closed.swap(true, Ordering::Relaxed);
+        let core = self.core();
         if !self.native() {
-            // Forked since the threads started: this process has none of them, and the locks
-            // they held may stay held.
-            self.closed.store(true, Ordering::Relaxed);
+            // This process has none of the threads, and the locks they held may stay held.
             return 0;
         }
-        if self.closed.swap(true, Ordering::Relaxed) {
+        if was_closed {
             return lock(&core.state).pool.live;
         }
         core.close()
@@ -479,6 +466,16 @@ impl Drop for Sender {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// What slowness is counted per: the endpoint up to the end of its authority, as written (the
+/// policy, which parses it properly, runs when it is sent).
+fn origin_of(endpoint: &str) -> Arc<str> {
+    let start = endpoint.find("://").map_or(0, |i| i + 3);
+    let end = endpoint[start..]
+        .find(['/', '?', '#'])
+        .map_or(endpoint.len(), |i| start + i);
+    Arc::from(&endpoint[..end])
 }
 
 fn checked_json(json: Vec<u8>) -> Result<Vec<u8>, SenderError> {

@@ -75,12 +75,15 @@ impl Connector<()> for DeadlineTcpConnector {
         let addresses: Vec<SocketAddr> = details.addrs.iter().copied().collect();
         let mut last_error = None;
         for (index, address) in addresses.iter().enumerate() {
-            let Some(left) = wait_limit(details.timeout)? else {
-                return Err(ureq::Error::Timeout(Timeout::Connect));
-            };
             // The time left is shared among the addresses still to try.
-            let share = (left / (addresses.len() - index) as u32).max(Duration::from_millis(10));
-            match TcpStream::connect_timeout(address, share) {
+            let connected = match wait_limit(details.timeout)? {
+                Some(left) => {
+                    let share = left / (addresses.len() - index) as u32;
+                    TcpStream::connect_timeout(address, share.max(Duration::from_millis(10)))
+                }
+                None => TcpStream::connect(address),
+            };
+            match connected {
                 Ok(stream) => {
                     if details.config.no_delay() {
                         stream.set_nodelay(true)?;

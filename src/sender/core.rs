@@ -84,6 +84,14 @@ impl Core {
             counters,
             queue_size: config.queue_size,
         });
+        // The workers first: the scheduler would otherwise start them itself.
+        let slots = lock(&core.state).pool.reserve(0);
+        for slot in slots {
+            if !pool::spawn(&core, slot) {
+                core.close();
+                return Err(SenderError::Spawn);
+            }
+        }
         let signaller = Arc::clone(&core);
         let scheduler = Arc::clone(&core);
         let started = spawn_named("web_push-results", move || {
@@ -93,13 +101,6 @@ impl Core {
         if let Err(error) = started {
             core.close();
             return Err(error);
-        }
-        let slots = lock(&core.state).pool.reserve(0);
-        for slot in slots {
-            if !pool::spawn(&core, slot) {
-                core.close();
-                return Err(SenderError::Spawn);
-            }
         }
         Ok(core)
     }

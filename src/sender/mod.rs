@@ -5,7 +5,8 @@
 //! Parts: `state` (every push held, under one lock), `pool` (worker threads), `scheduler`
 //! (retries, stuck requests, expiry), `origins` (slow push services), `results` (the result
 //! list, its socket and signaller), `prepare` (encrypt and sign), `core` (one generation of
-//! threads), `fork` (noticing that this process is a fork's child).
+//! threads), `fork` (noticing that this process is a fork's child), `types` (what goes in and
+//! out).
 
 mod core;
 mod fork;
@@ -16,6 +17,7 @@ mod prepare;
 mod results;
 mod scheduler;
 mod state;
+mod types;
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -27,120 +29,18 @@ use self::results::WakeSocket;
 use self::state::{Salvage, Selection};
 use crate::clock::{Clock, SystemClock};
 use crate::conversation::ConversationHasher;
-use crate::endpoint::EndpointPolicy;
 use crate::http::HttpClient;
-use crate::keys::VapidKey;
-use crate::limits::{self, OutOfBounds, Urgency};
+use crate::limits;
 use crate::payload::{self, PayloadError};
-use crate::subscription::SubscriptionKeys;
-use crate::vapid::VapidError;
 
 pub use self::job::JobData;
 pub use self::origins::STUCK_AFTER;
 pub use self::pool::MAX_EXTRA_WORKERS;
 pub use self::prepare::{Prepared, Preparer};
 pub use self::results::FinalResult;
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SenderError {
-    #[error(transparent)]
-    Bounds(#[from] OutOfBounds),
-    #[error(transparent)]
-    Vapid(#[from] VapidError),
-    #[error(transparent)]
-    Payload(#[from] PayloadError),
-    #[error("could not create the wake-up socket")]
-    Wakeup,
-    #[error("could not start a thread")]
-    Spawn,
-    #[error("cryptographic library failure")]
-    Crypto,
-    #[error("queue full")]
-    QueueFull,
-    #[error("sender closed")]
-    Closed,
-    #[error("expired")]
-    Expired,
-}
-
-/// What `new_sender` is given.
-#[derive(Clone)]
-pub struct SenderConfig {
-    pub key: VapidKey,
-    pub subject: String,
-    pub workers: usize,
-    pub queue_size: usize,
-    /// The deadline of each request, from connect to the last byte of the answer.
-    pub timeout: Duration,
-    pub policy: EndpointPolicy,
-}
-
-/// Makes the HTTP client of each core (a fork needs a new one: the old one's locks may be held
-/// by threads that no longer exist).
-pub type HttpFactory = Arc<dyn Fn() -> HttpClient + Send + Sync>;
-
-/// Everything needed to start (and after a fork, start again) the threads.
-pub struct Recipe {
-    pub config: SenderConfig,
-    pub clock: Arc<dyn Clock>,
-    pub http: HttpFactory,
-}
-
-/// The notification: a table's JSON value (tagged and fitted here) or JSON text as it is.
-pub enum Payload {
-    Value(serde_json::Value),
-    Json(Vec<u8>),
-}
-
-/// A new push.
-pub struct NewJob {
-    pub account: String,
-    pub endpoint: String,
-    pub keys: SubscriptionKeys,
-    pub payload: Payload,
-    pub ttl: Duration,
-    pub urgency: Option<Urgency>,
-    pub conversation: Option<String>,
-}
-
-/// A push handed over by `export`, for `resume` in this or another sender.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ExportedJob {
-    pub account: String,
-    pub endpoint: String,
-    pub keys: SubscriptionKeys,
-    /// The notification JSON as it would have been sent.
-    pub payload: Vec<u8>,
-    /// Unix seconds.
-    pub expires: u64,
-    pub urgency: Option<Urgency>,
-    pub conversation: Option<String>,
-    pub attempts: u32,
-}
-
-impl std::fmt::Debug for ExportedJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportedJob")
-            .field("expires", &self.expires)
-            .field("attempts", &self.attempts)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub queued: usize,
-    pub parked: usize,
-    pub waiting: usize,
-    pub in_flight: usize,
-    pub stuck: usize,
-    /// Threads running now.
-    pub workers: usize,
-    pub pushed: u64,
-    pub refused: u64,
-    pub wakeups: u64,
-    pub restarts: u64,
-}
+pub use self::types::{
+    ExportedJob, HttpFactory, NewJob, Payload, Recipe, SenderConfig, SenderError, Stats,
+};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A thread that panicked mid-job must not take the whole sender with it.

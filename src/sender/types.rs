@@ -1,0 +1,115 @@
+//! What the sender takes and gives: its configuration, new and exported pushes, statistics
+//! and errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::endpoint::EndpointPolicy;
+use crate::http::HttpClient;
+use crate::keys::VapidKey;
+use crate::limits::{OutOfBounds, Urgency};
+use crate::payload::PayloadError;
+use crate::subscription::SubscriptionKeys;
+use crate::vapid::VapidError;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SenderError {
+    #[error(transparent)]
+    Bounds(#[from] OutOfBounds),
+    #[error(transparent)]
+    Vapid(#[from] VapidError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("could not create the wake-up socket")]
+    Wakeup,
+    #[error("could not start a thread")]
+    Spawn,
+    #[error("cryptographic library failure")]
+    Crypto,
+    #[error("queue full")]
+    QueueFull,
+    #[error("sender closed")]
+    Closed,
+    #[error("expired")]
+    Expired,
+}
+
+/// What `new_sender` is given.
+#[derive(Clone)]
+pub struct SenderConfig {
+    pub key: VapidKey,
+    pub subject: String,
+    pub workers: usize,
+    pub queue_size: usize,
+    /// The deadline of each request, from connect to the last byte of the answer.
+    pub timeout: Duration,
+    pub policy: EndpointPolicy,
+}
+
+/// Makes the HTTP client of each core (a fork needs a new one: the old one's locks may be held
+/// by threads that no longer exist).
+pub type HttpFactory = Arc<dyn Fn() -> HttpClient + Send + Sync>;
+
+/// Everything needed to start (and after a fork, start again) the threads.
+pub struct Recipe {
+    pub config: SenderConfig,
+    pub clock: Arc<dyn Clock>,
+    pub http: HttpFactory,
+}
+
+/// The notification: a table's JSON value (tagged and fitted here) or JSON text as it is.
+pub enum Payload {
+    Value(serde_json::Value),
+    Json(Vec<u8>),
+}
+
+/// A new push.
+pub struct NewJob {
+    pub account: String,
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+    pub payload: Payload,
+    pub ttl: Duration,
+    pub urgency: Option<Urgency>,
+    pub conversation: Option<String>,
+}
+
+/// A push handed over by `export`, for `resume` in this or another sender.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExportedJob {
+    pub account: String,
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+    /// The notification JSON as it would have been sent.
+    pub payload: Vec<u8>,
+    /// Unix seconds.
+    pub expires: u64,
+    pub urgency: Option<Urgency>,
+    pub conversation: Option<String>,
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for ExportedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedJob")
+            .field("expires", &self.expires)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub queued: usize,
+    pub parked: usize,
+    pub waiting: usize,
+    pub in_flight: usize,
+    pub stuck: usize,
+    /// Threads running now.
+    pub workers: usize,
+    pub pushed: u64,
+    pub refused: u64,
+    pub wakeups: u64,
+    pub restarts: u64,
+}

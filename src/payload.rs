@@ -3,6 +3,7 @@
 //! message came and how it starts.
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use crate::limits::PAYLOAD;
 
@@ -12,6 +13,29 @@ pub const ELLIPSIS: &str = "\u{2026}";
 pub enum PayloadError {
     #[error("payload too large ({0} bytes, at most {PAYLOAD})")]
     TooLarge(usize),
+}
+
+/// A notification as `push` takes it: JSON text, sent as it is, or a table's JSON value, which
+/// gets its `tag` and is fitted when it is sent (by a worker, not on Prosody's thread).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Json(Vec<u8>),
+    Value(Value),
+}
+
+impl Payload {
+    /// The JSON to encrypt. `tag` is asked for only for a table.
+    pub fn encode(&self, tag: impl FnOnce() -> String) -> Result<Cow<'_, [u8]>, PayloadError> {
+        match self {
+            Payload::Json(json) if json.len() <= PAYLOAD => Ok(Cow::Borrowed(json)),
+            Payload::Json(json) => Err(PayloadError::TooLarge(json.len())),
+            Payload::Value(value) => {
+                let mut value = value.clone();
+                set_tag(&mut value, &tag());
+                fit(value, PAYLOAD).map(Cow::Owned)
+            }
+        }
+    }
 }
 
 /// Where a cuttable string sits: a member of the top object, or of its `notification` object.

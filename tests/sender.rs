@@ -118,18 +118,29 @@ fn a_table_payload_is_tagged_and_fitted() {
 }
 
 #[test]
-fn too_large_payloads_are_refused_at_once() {
+fn payloads_that_cannot_fit_are_refused() {
     let sender = Sender::start(config(1, Duration::from_secs(5))).expect("sender");
+    // Text is refused at once.
     let text = NewJob {
         payload: Payload::Json(vec![b' '; PAYLOAD + 1]),
         ..job("http://127.0.0.1:9/x".into())
     };
     assert!(matches!(sender.push(text), Err(SenderError::Payload(_))));
+    // A table is fitted by the worker; what cannot be cut makes it refused, unsent.
     let table = NewJob {
         payload: Payload::Value(json!({ "account": "a".repeat(PAYLOAD) })),
         ..job("http://127.0.0.1:9/x".into())
     };
-    assert!(matches!(sender.push(table), Err(SenderError::Payload(_))));
+    let id = sender.push(table).expect("push");
+    let results = wait_for(&sender, 1, Duration::from_secs(5));
+    assert_eq!((results[0].id, results[0].outcome), (id, Outcome::Refused));
+    // (The size counts the tag, which is part of what would be sent.)
+    assert!(
+        results[0].reason.starts_with("payload too large ("),
+        "{}",
+        results[0].reason
+    );
+    assert_eq!(results[0].attempts, 0);
 }
 
 #[test]

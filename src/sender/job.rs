@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::limits::Urgency;
+use crate::payload::Payload;
 use crate::subscription::SubscriptionKeys;
 
 /// What a push is, fixed when it is accepted.
 pub struct JobData {
     pub account: String,
     pub endpoint: String,
-    /// `scheme://host[:port]`: what slowness and parking are counted per.
-    pub origin: Arc<str>,
     pub keys: SubscriptionKeys,
-    /// The notification JSON, already within the size limit.
-    pub payload: Vec<u8>,
+    /// The notification: JSON text within the size limit, or a table's value to tag and fit.
+    pub payload: Payload,
     pub urgency: Option<Urgency>,
     pub conversation: Option<String>,
     pub expires: Instant,
@@ -23,6 +22,19 @@ pub struct JobData {
     /// with `TTL: 0`.
     pub now_or_never: bool,
     pub accepted: Instant,
+}
+
+impl JobData {
+    /// What slowness is counted per: the endpoint up to the end of its authority, as written
+    /// (the policy, which parses it properly, runs when it is sent).
+    pub fn origin(&self) -> &str {
+        let endpoint = self.endpoint.as_str();
+        let start = endpoint.find("://").map_or(0, |i| i + 3);
+        let end = endpoint[start..]
+            .find(['/', '?', '#'])
+            .map_or(endpoint.len(), |i| start + i);
+        &endpoint[..end]
+    }
 }
 
 /// A push waiting for its next attempt.
@@ -73,9 +85,8 @@ mod tests {
             JobData {
                 account: "a@b".into(),
                 endpoint: "https://p.example/x".into(),
-                origin: Arc::from("https://p.example"),
                 keys,
-                payload: b"{}".to_vec(),
+                payload: Payload::Json(b"{}".to_vec()),
                 urgency: None,
                 conversation: None,
                 expires: now + ttl,
@@ -98,6 +109,24 @@ mod tests {
         assert_eq!(tracked.ttl_left(start + Duration::from_secs(10)), None);
         tracked.attempts = 3;
         assert_eq!(tracked.ttl_left(start + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn the_origin_is_the_endpoint_up_to_its_authority() {
+        let mut tracked = job(Duration::from_secs(1), false);
+        let data = Arc::get_mut(&mut tracked.data).expect("only owner");
+        for (endpoint, origin) in [
+            (
+                "https://p.example:8443/wpush/v2/x",
+                "https://p.example:8443",
+            ),
+            ("https://p.example?x", "https://p.example"),
+            ("https://p.example", "https://p.example"),
+            ("nonsense", "nonsense"),
+        ] {
+            data.endpoint = endpoint.into();
+            assert_eq!(data.origin(), origin);
+        }
     }
 
     #[test]

@@ -31,16 +31,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::conversation::ConversationHasher;
 use crate::http::HttpClient;
 use crate::limits;
-use crate::payload::{self, PayloadError};
+use crate::payload::PayloadError;
 
 pub use self::job::JobData;
 pub use self::origins::STUCK_AFTER;
 pub use self::pool::MAX_EXTRA_WORKERS;
 pub use self::prepare::{Prepared, Preparer};
 pub use self::results::FinalResult;
-pub use self::types::{
-    ExportedJob, HttpFactory, NewJob, Payload, Recipe, SenderConfig, SenderError, Stats,
-};
+pub use self::types::{ExportedJob, HttpFactory, NewJob, Recipe, SenderConfig, SenderError, Stats};
+pub use crate::payload::Payload;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A thread that panicked mid-job must not take the whole sender with it.
@@ -182,17 +181,13 @@ impl Sender {
     pub fn push(&self, job: NewJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
         limits::check(limits::TTL, job.ttl.as_secs_f64())?;
-        let payload = match job.payload {
-            Payload::Json(json) => checked_json(json)?,
-            Payload::Value(mut value) => {
-                let tag = self.hasher.tag(&job.endpoint, job.conversation.as_deref());
-                payload::set_tag(&mut value, &tag);
-                payload::fit(value, limits::PAYLOAD)?
-            }
-        };
+        // Text is checked now; a table is tagged and fitted by the worker that sends it.
+        if let Payload::Json(json) = &job.payload {
+            check_json_len(json)?;
+        }
+        let payload = job.payload;
         let now = self.recipe.clock.now();
         let data = JobData {
-            origin: origin_of(&job.endpoint),
             account: job.account,
             endpoint: job.endpoint,
             keys: job.keys,
@@ -209,14 +204,14 @@ impl Sender {
     /// Queues an exported push again, with the TTL it has left.
     pub fn resume(&self, job: ExportedJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
-        let payload = checked_json(job.payload)?;
+        check_json_len(&job.payload)?;
+        let payload = Payload::Json(job.payload);
         let left = Duration::from_secs(job.expires).saturating_sub(self.recipe.clock.unix());
         if left.is_zero() {
             return Err(SenderError::Expired);
         }
         let now = self.recipe.clock.now();
         let data = JobData {
-            origin: origin_of(&job.endpoint),
             account: job.account,
             endpoint: job.endpoint,
             keys: job.keys,
@@ -279,18 +274,25 @@ impl Sender {
         let jobs = lock(&core.state).export();
         let (now, unix) = (self.recipe.clock.now(), self.recipe.clock.unix());
         jobs.into_iter()
-            .map(|job| {
-                let left = job.data.expires.saturating_duration_since(now);
-                ExportedJob {
-                    account: job.data.account.clone(),
-                    endpoint: job.data.endpoint.clone(),
-                    keys: job.data.keys.clone(),
-                    payload: job.data.payload.clone(),
+            .filter_map(|job| {
+                let data = &job.data;
+                let tag = || {
+                    self.hasher
+                        .tag(&data.endpoint, data.conversation.as_deref())
+                };
+                // A table that cannot be fitted would only ever be refused: it is not handed on.
+                let payload = data.payload.encode(tag).ok()?.into_owned();
+                let left = data.expires.saturating_duration_since(now);
+                Some(ExportedJob {
+                    account: data.account.clone(),
+                    endpoint: data.endpoint.clone(),
+                    keys: data.keys.clone(),
+                    payload,
                     expires: (unix + left).as_secs(),
-                    urgency: job.data.urgency,
-                    conversation: job.data.conversation.clone(),
+                    urgency: data.urgency,
+                    conversation: data.conversation.clone(),
                     attempts: job.attempts,
-                }
+                })
             })
             .collect()
     }
@@ -368,19 +370,9 @@ impl Drop for Sender {
     }
 }
 
-/// What slowness is counted per: the endpoint up to the end of its authority, as written (the
-/// policy, which parses it properly, runs when it is sent).
-fn origin_of(endpoint: &str) -> Arc<str> {
-    let start = endpoint.find("://").map_or(0, |i| i + 3);
-    let end = endpoint[start..]
-        .find(['/', '?', '#'])
-        .map_or(endpoint.len(), |i| start + i);
-    Arc::from(&endpoint[..end])
-}
-
-fn checked_json(json: Vec<u8>) -> Result<Vec<u8>, SenderError> {
+fn check_json_len(json: &[u8]) -> Result<(), SenderError> {
     if json.len() > limits::PAYLOAD {
         return Err(PayloadError::TooLarge(json.len()).into());
     }
-    Ok(json)
+    Ok(())
 }

@@ -64,14 +64,22 @@ impl Origins {
             .is_some_and(|o| o.in_flight > 0 && o.is_slow(now))
     }
 
+    /// The entry of `origin`, made on first use (the only allocation for an origin).
+    fn entry(&mut self, origin: &str) -> &mut Origin {
+        let key = match self.table.get_key_value(origin) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(origin),
+        };
+        self.table.entry(key).or_default()
+    }
+
     pub fn park(&mut self, job: Tracked) {
-        let origin = self.table.entry(Arc::clone(&job.data.origin)).or_default();
-        origin.parked.push_back(job);
+        self.entry(job.data.origin()).parked.push_back(job);
         self.parked += 1;
     }
 
-    pub fn started(&mut self, origin: &Arc<str>) {
-        self.table.entry(Arc::clone(origin)).or_default().in_flight += 1;
+    pub fn started(&mut self, origin: &str) {
+        self.entry(origin).in_flight += 1;
     }
 
     pub fn stuck(&mut self, origin: &str) {
@@ -170,12 +178,11 @@ mod tests {
             JobData {
                 account: "a@b".into(),
                 endpoint: format!("{origin}/x"),
-                origin: Arc::from(origin),
                 keys: SubscriptionKeys {
                     p256dh: [4; 65],
                     auth: [0; 16],
                 },
-                payload: b"{}".to_vec(),
+                payload: crate::payload::Payload::Json(b"{}".to_vec()),
                 urgency: None,
                 conversation: None,
                 expires: now + Duration::from_secs(60),

@@ -1,4 +1,5 @@
-//! The part of an attempt that needs no network: check the endpoint, encrypt, sign. Public for
+//! The part of an attempt that needs no network: check the endpoint, make the notification's
+//! JSON (a table's is tagged and fitted here, off Prosody's thread), encrypt, sign. Public for
 //! the benchmark, which measures exactly the work a worker does per push.
 
 use crate::conversation::ConversationHasher;
@@ -38,7 +39,11 @@ impl Preparer {
             .policy
             .check(&job.endpoint)
             .map_err(|error| Answer::not_sent(error.to_string()))?;
-        let body = encrypt::encrypt(&job.keys, &job.payload).map_err(|error| match error {
+        let payload = job
+            .payload
+            .encode(|| self.hasher.tag(&job.endpoint, job.conversation.as_deref()))
+            .map_err(|error| Answer::not_sent(error.to_string()))?;
+        let body = encrypt::encrypt(&job.keys, &payload).map_err(|error| match error {
             EncryptError::BadPublicKey => {
                 Answer::not_sent("p256dh is not a point on the P-256 curve")
             }

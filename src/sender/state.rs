@@ -201,14 +201,14 @@ impl State {
                 finals.push(ran_out(&job, now));
                 continue;
             };
-            if self.origins.must_park(&job.data.origin, now) {
+            if self.origins.must_park(job.data.origin(), now) {
                 if !job.data.now_or_never {
                     self.look_at(job.data.expires);
                 }
                 self.origins.park(job);
                 continue;
             }
-            self.origins.started(&job.data.origin);
+            self.origins.started(job.data.origin());
             let task = Task {
                 id: job.id,
                 data: Arc::clone(&job.data),
@@ -252,7 +252,7 @@ impl State {
             Attempt::Network { timed_out: true } => Health::TimedOut,
             _ => Health::Unknown,
         };
-        let released = self.origins.finished(&job.data.origin, stuck, health, now);
+        let released = self.origins.finished(job.data.origin(), stuck, health, now);
         for parked in released.into_iter().rev() {
             self.ready.push_front(parked);
         }
@@ -318,7 +318,7 @@ impl State {
             if !flight.stuck && now.saturating_duration_since(flight.started) >= STUCK_AFTER {
                 flight.stuck = true;
                 self.stuck += 1;
-                self.origins.stuck(&flight.job.data.origin);
+                self.origins.stuck(flight.job.data.origin());
             }
         }
     }

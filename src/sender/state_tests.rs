@@ -1,6 +1,5 @@
 //! The state's bookkeeping on its own: what each way out of it gives.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -11,12 +10,11 @@ fn push(state: &mut State, id: u64, account: &str, now: Instant) {
     let data = JobData {
         account: account.into(),
         endpoint: "https://push.example.net/x".into(),
-        origin: Arc::from("https://push.example.net"),
         keys: SubscriptionKeys {
             p256dh: [4; 65],
             auth: [0; 16],
         },
-        payload: b"{}".to_vec(),
+        payload: crate::payload::Payload::Json(b"{}".to_vec()),
         urgency: None,
         conversation: None,
         expires: now + Duration::from_secs(60),

@@ -9,7 +9,7 @@ use crate::endpoint::EndpointPolicy;
 use crate::http::HttpClient;
 use crate::keys::VapidKey;
 use crate::limits::{OutOfBounds, Urgency};
-use crate::payload::PayloadError;
+use crate::payload::{Payload, PayloadError};
 use crate::subscription::SubscriptionKeys;
 use crate::vapid::VapidError;
 
@@ -56,12 +56,6 @@ pub struct Recipe {
     pub config: SenderConfig,
     pub clock: Arc<dyn Clock>,
     pub http: HttpFactory,
-}
-
-/// The notification: a table's JSON value (tagged and fitted here) or JSON text as it is.
-pub enum Payload {
-    Value(serde_json::Value),
-    Json(Vec<u8>),
 }
 
 /// A new push.

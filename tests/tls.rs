@@ -270,6 +270,14 @@ fn hanging_origins_never_starve_a_healthy_one() {
     for endpoint in &hanging {
         parked.push(sender.push(one_shot(endpoint.clone())).expect("push"));
     }
+    assert!(
+        eventually(Duration::from_millis(500), || sender.stats().parked == 3),
+        "{:?}",
+        sender.stats()
+    );
+    let stats = sender.stats();
+    assert_eq!(stats.stuck, 3, "{stats:?}");
+    assert!(stats.workers <= 2 + 3, "{stats:?}");
     for round in 0..5 {
         let started = Instant::now();
         let id = sender.push(job(healthy.clone())).expect("push");
@@ -286,9 +294,6 @@ fn hanging_origins_never_starve_a_healthy_one() {
         );
         assert!(took < Duration::from_secs(1), "round {round}: {took:?}");
     }
-    let stats = sender.stats();
-    assert_eq!((stats.parked, stats.stuck), (3, 3), "{stats:?}");
-    assert!(stats.workers <= 2 + 3, "{stats:?}");
     // The parked pushes' TTL (a second) runs out while they wait: expired, never sent. The
     // stuck requests end at their deadline; then the extra threads leave by themselves.
     let results = wait_for(&sender, 6, timeout + MARGIN * 2);

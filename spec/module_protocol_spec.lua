@@ -127,12 +127,11 @@ describe("prosodyctl mod_web_push", function ()
 			print = function (...) world_env_print[#world_env_print + 1] = table.concat({ ... }, " "); end,
 			package = setmetatable({
 				loadlib = function () return function ()
-					local lib = setmetatable({}, { __index = world.native });
-					lib.new_sender = function () error("prosodyctl must not start a sender"); end;
-					return lib;
+					return world:native_for_module(function () error("prosodyctl must not start a sender"); end);
 				end; end;
 			}, { __index = package }),
 		}, { __index = _G });
+		api.environment = env;
 		world.prosody.process_type = "prosodyctl";
 		assert(loadfile(standin.MODULE_FILE, "t", env))();
 		assert.same({}, api.hooks);

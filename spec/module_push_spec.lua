@@ -27,7 +27,9 @@ describe("pushes for offline messages", function ()
 		local job = pushes[1].job;
 		assert.equal(86400, job.ttl);
 		assert.equal("high", job.urgency);
-		assert.truthy(job.topic:match("^[A-Za-z0-9]+$") and #job.topic <= 32);
+		-- The sender derives Topic and tag from the subscription and the conversation.
+		assert.equal(JULIET, job.account);
+		assert.equal("romeo@montague.lit", job.conversation);
 		assert.same({}, world:leaks({ "secret words", sub.p256dh, sub.auth }));
 	end);
 
@@ -204,24 +206,29 @@ describe("the notification", function ()
 end);
 
 describe("the request", function ()
-	it("has a Topic per account, the same for each of its subscriptions, that does not reveal it", function ()
-		local world, host = setup();
-		local _, subs = offline_juliet(host, 2);
-		local romeo, romeo_sub = host:subscribed_session("romeo");
-		host:close(romeo);
-		host:offline("juliet", to_juliet("a"));
-		host:offline("romeo", standin.message(JULIET, "romeo@example.org", "b"));
-		local t1, t2 = world:pushes_for(subs[1])[1].job.topic, world:pushes_for(subs[2])[1].job.topic;
-		local t3 = world:pushes_for(romeo_sub)[1].job.topic;
-		assert.equal(t1, t2);
-		assert.are_not.equal(t1, t3);
-		assert.truthy(#t1 >= 1 and #t1 <= 32 and t1:match("^[A-Za-z0-9]+$"));
-		assert.falsy(t1:find("juliet", 1, true));
-		-- Stable: the same after a reload.
-		host = assert(host:reload());
-		host:offline("juliet", to_juliet("again"));
-		local again = world:pushes_for(subs[1]);
-		assert.equal(t1, again[#again].job.topic);
+	-- The sender keys Topic and the payload's tag by subscription and conversation.
+	it("names the conversation: the peer for a chat, the room for a group chat, the occupant in a room, none for a ping", function ()
+		local world, host = setup({ web_push_min_interval = 0, web_push_max_pushes_per_minute = 0 });
+		local sub = offline_juliet(host);
+		local function conversation_of(stanza)
+			host:offline("juliet", stanza);
+			local push = world:last_push(sub);
+			world:answer(push, "delivered", { status = 201 });
+			world:advance(1);
+			return push.job.conversation;
+		end
+		assert.equal("romeo@montague.lit", conversation_of(to_juliet("a")));
+		assert.equal("room@muc.example", conversation_of(standin.message("room@muc.example/nick", JULIET, "hi all", nil,
+			{ type = "groupchat" })));
+		assert.equal("room@muc.example/nick", conversation_of(standin.message("room@muc.example/nick", JULIET, "psst",
+			[[<x xmlns="http://jabber.org/protocol/muc#user"/>]])));
+		assert.equal("nurse@example.org", conversation_of(to_juliet(nil, [[<received xmlns="urn:xmpp:carbons:2"><forwarded
+			xmlns="urn:xmpp:forward:0"><message xmlns="jabber:client" from="nurse@example.org/x" to="juliet@example.org/other"
+			type="chat"><body>hi</body></message></forwarded></received>]], { from = JULIET })));
+		host:fire("cloud-notify-ping", { user = "juliet" });
+		local ping = world:last_push(sub);
+		assert.is_nil(ping.job.conversation);
+		assert.equal(JULIET, ping.job.account);
 	end);
 
 	it("has the configured TTL", function ()

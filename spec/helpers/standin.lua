@@ -1,10 +1,12 @@
 -- A stand-in of the parts of Prosody that mod_web_push touches, for busted specs.
 --
 -- Real parts: Prosody's own util modules (util.stanza, util.events, util.cache, util.json,
--- util.hashes, util.watchdog...) from /usr/lib/prosody, and the native library built by `make`
--- (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by one whose
--- answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua), a manual clock that
--- drives every timer, keyval storage in memory that can be made to fail, sessions, mod_smacks'
+-- util.hashes, util.watchdog, util.async...) from /usr/lib/prosody, and the native library built
+-- by `make` (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by
+-- one that follows the native API v2 (final outcomes, cancel, export, resume) and whose answers the
+-- spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
+-- events, a manual clock that drives every timer, keyval storage in memory that can be made to
+-- fail, sessions, accounts (usermanager, 0.12's or 13's with disabled accounts), mod_smacks'
 -- hibernation watchdog, and net.server's watchfd.
 package.path = "/usr/lib/prosody/?.lua;" .. package.path;
 package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
@@ -19,6 +21,8 @@ local xml = require "util.xml";
 local M = {};
 
 M.MODULE_FILE = "lua/mod_web_push.lua";
+-- module:require loads <name>.lib.lua from the module's folder, as Prosody does.
+M.MODULE_DIR = M.MODULE_FILE:match("^(.*/)") or "./";
 M.NATIVE_FILE = "build/mod_web_push/web_push.so";
 M.PROSODY13_WATCHDOG = ".cache/prosody13/root/usr/lib/prosody/util/watchdog.lua";
 M.NS = "urn:xmpp:webpush:0";
@@ -45,6 +49,15 @@ function M.parse(text)
 	return assert(xml.parse(text));
 end
 
+-- What the native library of API v2 says in `limits`, for a library built before it.
+M.LIMITS = { workers = { 1, 64 }, queue_size = { 1, 1000000 }, timeout = { 0.1, 600 }, ttl = { 0, 2592000 }, payload = 3000 };
+
+-- The test-only functions: in `testing` from API v2 on, on the main table before.
+function M.testing()
+	local native = M.native();
+	return native.testing or native;
+end
+
 local function deep_copy(value)
 	if type(value) ~= "table" then return value; end
 	local copy = {};
@@ -59,7 +72,8 @@ M.deep_copy = deep_copy;
 local World = {};
 World.__index = World;
 
--- options: watchdog = "0.12" | "13" | "13-standin"; no_watchfd = true; process_type = "prosodyctl"
+-- options: watchdog = "0.12" | "13" | "13-standin"; no_watchfd = true; process_type = "prosodyctl";
+-- accounts = "0.12" | "13" (13's usermanager knows disabled accounts)
 function M.world(options)
 	options = options or {};
 	local w = setmetatable({
@@ -77,12 +91,49 @@ function M.world(options)
 		loadlib_calls = {},
 		options = options,
 		native = M.native(),
+		global_events = events_lib.new(),
+		disabled_accounts = {},
+		cancels = {},
 	}, World);
 	w.prosody = {
 		hosts = {}, process_type = options.process_type or "prosody",
-		full_sessions = {}, bare_sessions = {},
+		full_sessions = {}, bare_sessions = {}, events = w.global_events,
 	};
 	return w;
+end
+
+-- Wall-clock seconds (util.time.now) at this world's clock.
+function World:wall_clock()
+	return self.epoch + (self.clock - 1000);
+end
+
+function World:fire_global(event, data)
+	return self.global_events.fire_event(event, data);
+end
+
+-- core.usermanager: 0.12's knows no disabled accounts; 13's user_is_enabled reads the account.
+function World:usermanager_module()
+	local w = self;
+	local um = {};
+	if self.options.accounts == "13" then
+		function um.user_is_enabled(user, host)
+			return not w.disabled_accounts[user .. "@" .. host];
+		end
+	end
+	return um;
+end
+
+-- Prosody stops: server-stopping fires inside its main thread runner (util.startup, mod_posix's
+-- signal handlers), where a handler may wait. Returns the runner: "waiting" while one does.
+function World:stop_server(reason)
+	local async = require "util.async";
+	local w = self;
+	local runner = async.runner(function ()
+		w:fire_global("server-stopping", { reason = reason or "stand-in shutdown" });
+		w.stopped = true;
+	end);
+	runner:run(true);
+	return runner;
 end
 
 -- Timers (util.timer's contract: callback(now, id, param), a number returned runs it again).
@@ -213,7 +264,7 @@ function World:require_for_module(name)
 	if name == "util.time" then
 		local w = self;
 		return {
-			now = function () return w.epoch + (w.clock - 1000); end;
+			now = function () return w:wall_clock(); end;
 			monotonic = function () return w.clock; end;
 		};
 	elseif name == "util.timer" or name == "prosody.util.timer" then
@@ -222,6 +273,8 @@ function World:require_for_module(name)
 		return self:watchdog_module();
 	elseif name == "net.server" then
 		return self:server_module();
+	elseif name == "core.usermanager" or name == "prosody.core.usermanager" then
+		return self:usermanager_module();
 	elseif name == "core.storagemanager" then
 		local w = self;
 		return { initialize_host = function (host) w.initialized = host; end };
@@ -259,8 +312,10 @@ function Store:set(user, value)
 end
 
 --------------------------------------------------------------------------------------------------
--- The fake sender around the real library: jobs are checked and encrypted for real, and
--- answered when the spec says so.
+-- The fake sender around the real library, with the native API v2's semantics: jobs are checked,
+-- fitted to the payload limit and encrypted for real; each gets exactly one final result, when the
+-- spec answers it, or when it is cancelled (unless exported or dropped by close). The endpoint
+-- policy is applied at send time: a job the policy refuses is never sent, its result "refused".
 
 local Sender = {};
 Sender.__index = Sender;
@@ -271,45 +326,169 @@ function World:new_sender(options)
 	if not ok then return nil, err; end
 	ok, err = self.native.check_subject(options.subject);
 	if not ok then return nil, err; end
+	for name, range in pairs(M.LIMITS) do
+		local value = options[name];
+		if type(range) == "table" and value ~= nil and (value < range[1] or value > range[2]) then
+			return nil, name .. " out of bounds";
+		end
+	end
 	local sender = setmetatable({
 		world = self, host = self.loading_host, options = options, jobs = {}, results = {}, next_id = 0, closed = false,
-		fd_number = 100 + #self.senders,
+		fd_number = 100 + #self.senders, resumed = {},
 	}, Sender);
 	self.senders[#self.senders + 1] = sender;
 	return sender;
 end
 
 local urgencies = { ["very-low"] = true, low = true, normal = true, high = true };
+local ELLIPSIS = "\226\128\166";
 
--- The native sender's arguments, kept as a table for the specs to look at.
-function Sender:push(endpoint, p256dh, auth, payload, ttl, urgency, topic)
-	if self.closed then return nil, "sender closed"; end
-	if self.world.queue_full then return nil, "queue full"; end
-	local job = { endpoint = endpoint, p256dh = p256dh, auth = auth, payload = payload, ttl = ttl, urgency = urgency, topic = topic };
-	for _, field in ipairs({ "endpoint", "p256dh", "auth" }) do
-		if type(job[field]) ~= "string" then return nil, field .. " is missing"; end
+-- The first n characters of a UTF-8 text.
+local function first_chars(text, n)
+	local stop = utf8.offset(text, n + 1);
+	return stop and text:sub(1, stop - 1) or text;
+end
+
+-- The sender's fitting of a table payload to the limit, for a library built before API v2 (which
+-- has testing.fit_payload): the bodies cut to as many whole characters as fit, with an ellipsis;
+-- if that is not enough, without the sender and the notification's title.
+local function fit_model(payload, limit)
+	local encoded = json.encode(payload);
+	if #encoded <= limit then return encoded; end
+	local holders = {};
+	if type(payload["last-message-body"]) == "string" then holders[#holders + 1] = { payload, "last-message-body" }; end
+	if type(payload.notification) == "table" and type(payload.notification.body) == "string" then
+		holders[#holders + 1] = { payload.notification, "body" };
 	end
-	local plaintext = job.payload;
-	if type(plaintext) == "table" then plaintext = json.encode(plaintext); end
-	if type(plaintext) ~= "string" then return nil, "payload is missing"; end
-	if job.ttl ~= nil and (type(job.ttl) ~= "number" or job.ttl < 0 or job.ttl > 30 * 86400) then
-		return nil, "ttl must be between 0 and 2592000";
+	local longest = 0;
+	for _, h in ipairs(holders) do
+		h.text = h[1][h[2]];
+		longest = math.max(longest, utf8.len(h.text) or #h.text);
 	end
-	if job.urgency ~= nil and not urgencies[job.urgency] then return nil, "urgency must be very-low, low, normal or high"; end
-	if job.topic ~= nil and not (type(job.topic) == "string" and job.topic:match("^[A-Za-z0-9]+$") and #job.topic <= 32) then
-		return nil, "topic must be 1 to 32 characters of A-Z, a-z, 0-9";
+	local function with(n)
+		for _, h in ipairs(holders) do
+			local kept = first_chars(h.text, n);
+			h[1][h[2]] = kept == h.text and kept or kept .. ELLIPSIS;
+		end
+		return json.encode(payload);
 	end
-	local body, err = self.world.native.encrypt(job.p256dh, job.auth, plaintext);
+	local lo, hi = 0, longest;
+	while lo < hi do
+		local mid = (lo + hi + 1) // 2;
+		if #with(mid) <= limit then lo = mid; else hi = mid - 1; end
+	end
+	encoded = with(lo);
+	if #encoded <= limit then return encoded; end
+	if payload["last-message-sender"] ~= nil or (type(payload.notification) == "table" and payload.notification.title ~= nil) then
+		for _, h in ipairs(holders) do h[1][h[2]] = h.text; end
+		payload["last-message-sender"] = nil;
+		if type(payload.notification) == "table" then payload.notification.title = nil; end
+		return fit_model(payload, limit);
+	end
+	return nil, "payload too large";
+end
+
+local function fit(payload)
+	local limit = M.LIMITS.payload;
+	if type(payload) == "string" then
+		if #payload > limit then return nil, "payload too large"; end
+		return payload;
+	end
+	if type(payload) ~= "table" then return nil, "payload is missing"; end
+	local fit_payload = M.testing().fit_payload;
+	if fit_payload then return fit_payload(payload); end
+	return fit_model(deep_copy(payload), limit);
+end
+
+-- A job taken: the record the specs look at (record.job holds the push's arguments).
+function Sender:take(job, plaintext)
+	local body, err = M.testing().encrypt(job.p256dh, job.auth, plaintext);
 	if not body then return nil, err; end
 	self.next_id = self.next_id + 1;
 	local record = {
-		id = self.next_id, job = deep_copy(job), plaintext = plaintext, body = body,
-		at = self.world.clock, sender = self,
+		id = self.next_id, job = job, plaintext = plaintext, body = body,
+		at = self.world.clock, expires = self.world:wall_clock() + (job.ttl or 86400), sender = self,
 	};
+	local ok, condition = self.world.native.check_endpoint(job.endpoint, {
+		allow_insecure = self.options.allow_insecure, hosts = self.options.hosts,
+	});
+	if not ok then -- refused at send time: never sent
+		record.final = "refused";
+		self.world:signal(record, { outcome = "refused", reason = "endpoint " .. tostring(condition) });
+		return record.id;
+	end
 	self.jobs[#self.jobs + 1] = record;
 	self.world.all_jobs = self.world.all_jobs or {};
 	self.world.all_jobs[#self.world.all_jobs + 1] = record;
-	return record.id;
+	return record.id, record;
+end
+
+function Sender:push(account, endpoint, p256dh, auth, payload, ttl, urgency, conversation)
+	if self.closed then return nil, "sender closed"; end
+	if self.world.queue_full then return nil, "queue full"; end
+	local job = { account = account, endpoint = endpoint, p256dh = p256dh, auth = auth, ttl = ttl, urgency = urgency,
+		conversation = conversation };
+	for _, field in ipairs({ "account", "endpoint", "p256dh", "auth" }) do
+		if type(job[field]) ~= "string" then return nil, field .. " is missing"; end
+	end
+	local ttl_range = M.LIMITS.ttl;
+	if ttl ~= nil and (type(ttl) ~= "number" or ttl < ttl_range[1] or ttl > ttl_range[2]) then
+		return nil, "ttl must be between 0 and 2592000";
+	end
+	if urgency ~= nil and not urgencies[urgency] then return nil, "urgency must be very-low, low, normal or high"; end
+	if conversation ~= nil and type(conversation) ~= "string" then return nil, "conversation must be a string"; end
+	local plaintext, err = fit(payload);
+	if not plaintext then return nil, err; end
+	local id, extra = self:take(job, plaintext);
+	if not id then return nil, extra; end
+	return id;
+end
+
+-- Drops the unfinished jobs of an account (of a subscription, of a conversation): each gets its
+-- final result, "cancelled".
+function Sender:cancel(account, endpoint, conversation)
+	assert(type(account) == "string", "account must be a string");
+	self.world.cancels[#self.world.cancels + 1] = { account = account, endpoint = endpoint, conversation = conversation };
+	local n = 0;
+	for _, record in ipairs(self.jobs) do
+		local job = record.job;
+		if not record.final and job.account == account and (endpoint == nil or job.endpoint == endpoint)
+		and (conversation == nil or job.conversation == conversation) then
+			record.final = "cancelled";
+			self.world:signal(record, { outcome = "cancelled" });
+			n = n + 1;
+		end
+	end
+	return n;
+end
+
+function Sender:export()
+	local taken = {};
+	for _, record in ipairs(self.jobs) do
+		if not record.final then
+			record.final = "exported";
+			local job = record.job;
+			taken[#taken + 1] = {
+				account = job.account, endpoint = job.endpoint, p256dh = job.p256dh, auth = job.auth,
+				payload = record.plaintext, expires = record.expires, urgency = job.urgency,
+				conversation = job.conversation, attempts = 0,
+			};
+		end
+	end
+	return taken;
+end
+
+function Sender:resume(exported)
+	if self.closed then return nil, "sender closed"; end
+	assert(type(exported) == "table", "job must be a table");
+	local left = math.floor(exported.expires - self.world:wall_clock());
+	if left <= 0 then return nil, "expired"; end
+	local job = { account = exported.account, endpoint = exported.endpoint, p256dh = exported.p256dh, auth = exported.auth,
+		ttl = left, urgency = exported.urgency, conversation = exported.conversation };
+	local id, extra = self:take(job, exported.payload);
+	if not id then return nil, extra; end
+	if extra then extra.resumed = true; end
+	return id;
 end
 
 function Sender:fd() return self.fd_number; end
@@ -320,28 +499,46 @@ function Sender:drain(handler)
 	self.results = {};
 	local first_error;
 	for _, r in ipairs(results) do
-		local ok, err = pcall(handler, r.id, r.outcome, r.status, r.retry_after, r.reason, r.elapsed);
+		local ok, err = pcall(handler, r.id, r.outcome, r.status, r.reason, r.attempts, r.elapsed);
 		if not ok then first_error = first_error or err; end
 	end
 	if first_error then error(first_error, 0); end
 	return #results;
 end
 
+-- Jobs neither answered, cancelled nor exported.
+function Sender:unfinished()
+	local n = 0;
+	for _, record in ipairs(self.jobs) do
+		if not record.final then n = n + 1; end
+	end
+	return n;
+end
+
 function Sender:stats()
-	return { queued = 0, in_flight = 0, pushed = #self.jobs, refused = 0 };
+	return { queued = self:unfinished(), parked = 0, waiting = 0, in_flight = 0, pushed = #self.jobs, refused = 0 };
 end
 
 function Sender:close() self.closed = true; end
 
--- The push service's answer to a job: outcome "delivered" | "gone" | "retry" | "rejected" |
--- "network", with extra fields (status, retry_after, reason).
-function World:answer(record, outcome, extra)
-	local result = { id = record.id, outcome = outcome, elapsed = self.clock - record.at, reason = outcome };
-	for k, v in pairs(extra or {}) do result[k] = v; end
+-- A result is ready: into the sender's queue, and the fd is readable.
+function World:signal(record, result)
+	result.id = record.id;
+	result.elapsed = result.elapsed or (self.clock - record.at);
+	result.reason = result.reason or result.outcome;
 	local sender = record.sender;
 	sender.results[#sender.results + 1] = result;
 	if self.options.no_watchfd then return; end
 	self:readable(sender.fd_number);
+end
+
+-- The final outcome of a job: "delivered" | "gone" | "failed" | "expired" | "refused", with
+-- extra fields (status, reason, attempts).
+function World:answer(record, outcome, extra)
+	local result = { outcome = outcome, attempts = 1 };
+	for k, v in pairs(extra or {}) do result[k] = v; end
+	record.final = outcome;
+	self:signal(record, result);
 end
 
 --------------------------------------------------------------------------------------------------
@@ -362,7 +559,7 @@ end
 function World:make_api(host)
 	local w = self;
 	local events = (self.prosody.hosts[host] or { events = events_lib.new() }).events;
-	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, loaded = true };
+	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, global_hooks = {}, loaded = true };
 	function api:log(level, fmt, ...) w:log(host .. ":web_push", level, fmt, ...); end
 	function api:get_host_type() return w.prosody.hosts[host] and w.prosody.hosts[host].type or "global"; end
 	function api:get_directory() return "build/mod_web_push"; end
@@ -399,6 +596,17 @@ function World:make_api(host)
 	end
 	function api:unhook(event, handler)
 		events.remove_handler(event, handler);
+	end
+	function api:hook_global(event, handler, priority)
+		w.global_events.add_handler(event, handler, priority);
+		self.global_hooks[#self.global_hooks + 1] = { event, handler };
+	end
+	-- Prosody's loader: <name>.lib.lua from the module's folder, run in the module's environment,
+	-- on every call.
+	function api:require(name)
+		local chunk, err = loadfile(M.MODULE_DIR .. name .. ".lib.lua", "t", self.environment);
+		if not chunk then error("Failed to load plugin library '" .. name .. "', error: " .. tostring(err)); end
+		return chunk();
 	end
 	function api:fire_event(...)
 		return events.fire_event(...);
@@ -458,6 +666,16 @@ function World:virtual_host(host, options)
 	return host;
 end
 
+-- The native library as the module sees it: the real one, with the fake sender (and `limits` when
+-- the library predates API v2).
+function World:native_for_module(new_sender)
+	local w = self;
+	local lib = setmetatable({}, { __index = w.native });
+	lib.limits = w.native.limits or M.LIMITS;
+	lib.new_sender = new_sender or function (opts) return w:new_sender(opts); end;
+	return lib;
+end
+
 -- Loads the module on a host, as modulemanager does: a fresh environment over _G with `module`.
 function World:load(host, options)
 	if not self.prosody.hosts[host] then self:virtual_host(host, options); end
@@ -472,11 +690,7 @@ function World:load(host, options)
 			loadlib = function (path, symbol)
 				w.loadlib_calls[#w.loadlib_calls + 1] = { path = path, symbol = symbol };
 				if w.native_missing then return nil, "stand-in: cannot open " .. path; end
-				return function ()
-					local lib = setmetatable({}, { __index = w.native });
-					lib.new_sender = function (opts) return w:new_sender(opts); end;
-					return lib;
-				end;
+				return function () return w:native_for_module(); end;
 			end;
 		}, { __index = package }),
 	}, { __index = _G });
@@ -500,12 +714,19 @@ function Host:unload()
 	local api = self.api;
 	if api.unload then api.unload(); end
 	for _, hook in ipairs(api.hooks) do self.events.remove_handler(hook[1], hook[2]); end
+	for _, hook in ipairs(api.global_hooks) do self.world.global_events.remove_handler(hook[1], hook[2]); end
 	api.loaded = false;
 end
 
+-- As modulemanager reloads: module.save, unload, load, module.restore with what save returned.
 function Host:reload()
+	local api = self.api;
+	local saved = api.save and api.save();
+	api.reloading = true;
 	self:unload();
-	return self.world:load(self.host);
+	local handle, err = self.world:load(self.host);
+	if handle and handle.api.restore then handle.api.restore(saved or {}); end
+	return handle, err;
 end
 
 function Host:sender()

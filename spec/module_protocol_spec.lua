@@ -79,6 +79,31 @@ describe("mod_web_push loading", function ()
 	end);
 end);
 
+describe("options", function ()
+	it("are clamped to their bounds (the native library's for what it takes), with a warning naming each", function ()
+		local world, host = loaded({
+			web_push_workers = 100, web_push_queue_size = 0, web_push_timeout = 0.01, web_push_ttl = 1e9,
+			push_max_devices = 0, web_push_min_interval = -1,
+		});
+		local options = world.senders[1].options;
+		assert.equal(standin.LIMITS.workers[2], options.workers);
+		assert.equal(standin.LIMITS.queue_size[1], options.queue_size);
+		assert.equal(standin.LIMITS.timeout[1], options.timeout);
+		for _, name in ipairs({ "web_push_workers", "web_push_queue_size", "web_push_timeout", "web_push_ttl",
+			"push_max_devices", "web_push_min_interval" }) do
+			assert.equal(1, #world:log_lines(name, "warn"), name);
+		end
+		local sub = host:subscribed_offline("juliet");
+		host:offline("juliet", standin.to_juliet("hi"));
+		assert.equal(standin.LIMITS.ttl[2], world:last_push(sub).job.ttl);
+	end);
+
+	it("within their bounds give no warning", function ()
+		local world = loaded({ web_push_workers = 64, web_push_timeout = 0.1, web_push_ttl = 0, web_push_vapid_subject = "mailto:a@example.org" });
+		assert.same({}, world:log_lines("", "warn"));
+	end);
+end);
+
 describe("the VAPID key", function ()
 	it("is made on first load, stored, and reused on every later load", function ()
 		local world, host = loaded();

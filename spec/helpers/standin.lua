@@ -740,7 +740,7 @@ function Host:fire(event, data)
 	return self.events.fire_event(event, data);
 end
 
--- A c2s session of a user (resource bound).
+-- A c2s session of a user (resource bound, with sessionmanager's resource-bind event).
 function Host:session(user, resource)
 	resource = resource or "web";
 	local prosody_host = self.world.prosody.hosts[self.host];
@@ -757,7 +757,36 @@ function Host:session(user, resource)
 	function session.send(stanza) session.sent[#session.sent + 1] = stanza; return true; end
 	function session.log(level, fmt, ...) w:log(session.full_jid, level, fmt, ...); end
 	account.sessions[resource] = session;
+	self:fire("resource-bind", { session = session });
 	return session;
+end
+
+-- Account events, as usermanager fires them on Prosody's global events (deletion in this process:
+-- in-band, the shell, 13's prosodyctl) and mod_register_ibr on the host.
+function Host:delete_user(user, host)
+	return self.world:fire_global("user-deleted", { username = user, host = host or self.host });
+end
+
+function Host:register_user(user)
+	return self:fire("user-registered", { username = user, host = self.host, source = "mod_register" });
+end
+
+-- Prosody 13's usermanager (world option accounts = "13").
+function Host:disable_user(user)
+	self.world.disabled_accounts[user .. "@" .. self.host] = true;
+	return self.world:fire_global("user-disabled", { username = user, host = self.host });
+end
+
+function Host:enable_user(user)
+	self.world.disabled_accounts[user .. "@" .. self.host] = nil;
+	return self.world:fire_global("user-enabled", { username = user, host = self.host });
+end
+
+-- What deletion in another process leaves: storagemanager.purge of the account, no event here.
+function World:purge(user, host)
+	for key, store in pairs(self.stores) do
+		if key:sub(1, #(host or M.HOST) + 1) == (host or M.HOST) .. "/" then store.data[user] = nil; end
+	end
 end
 
 -- The session ends (resource unbound), as sessionmanager does.

@@ -22,6 +22,7 @@
 
 local jid = require "util.jid";
 local time = require "util.time";
+local usermanager = require "core.usermanager";
 
 local host = module.host;
 
@@ -85,8 +86,10 @@ local queue_size = number_option("web_push_queue_size", 1000, limits.queue_size[
 local timeout = number_option("web_push_timeout", 10, limits.timeout[1], limits.timeout[2]);
 local allow_insecure = module:get_option_boolean("web_push_allow_insecure_endpoints", false) == true;
 local endpoint_hosts = module:get_option_array("web_push_endpoint_hosts", nil);
-if endpoint_hosts then
-	for i, name in ipairs(endpoint_hosts) do endpoint_hosts[i] = tostring(name); end
+if endpoint_hosts then -- a plain list of strings, as the native library takes it
+	local names = {};
+	for i, name in ipairs(endpoint_hosts) do names[i] = tostring(name); end
+	endpoint_hosts = names;
 end
 local configured_subject = module:get_option_string("web_push_vapid_subject");
 local contact_info = module:get_option("contact_info");
@@ -105,7 +108,6 @@ local sender = assert(native.new_sender({
 }));
 
 -- Prosody 13 can disable an account (registration_delete_grace_period) before deleting it.
-local usermanager = require "core.usermanager";
 local function account_enabled(user)
 	if not usermanager.user_is_enabled then return true; end
 	return usermanager.user_is_enabled(user, host);
@@ -262,8 +264,9 @@ module:hook("archive-message-added", on_archive_message_added);
 module:hook("cloud-notify-ping", on_ping);
 module:hook("user-registered", on_account_news);
 module:hook("resource-bind", on_account_news);
-module:hook_global("user-deleted", on_user_deleted);
-module:hook_global("user-disabled", on_user_disabled);
+-- Before mod_c2s (200) closes the account's sessions, whose unacked stanzas would push again.
+module:hook_global("user-deleted", on_user_deleted, 300);
+module:hook_global("user-disabled", on_user_disabled, 300);
 module:hook_global("user-enabled", on_account_news);
 -- After mod_c2s (-100) has closed the sessions, whose unacked stanzas may still cause pushes.
 module:hook_global("server-stopping", on_server_stopping, -200);

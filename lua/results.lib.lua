@@ -122,11 +122,12 @@ local function new(options)
 		module:log("warn", "Push to %s of %s not sent: %s", label(endpoint), account, tostring(err));
 	end
 
-	-- Jobs given up at a restart or reload: their TTL ran out meanwhile, or their subscription went.
+	-- Pending pushes carried over a restart or reload and given up: their TTL ran out meanwhile, or
+	-- their subscription is no longer there.
 	local function given_up(expired, dropped)
 		if expired > 0 then count_expired(expired); end
 		if expired + dropped > 0 then
-			module:log("warn", "Gave up %d pending push(es) after a restart: %d expired, %d for subscriptions no longer there",
+			module:log("warn", "Gave up %d pending push(es) carried over: %d expired, %d for subscriptions no longer there",
 				expired + dropped, expired, dropped);
 		end
 	end

@@ -3,8 +3,8 @@
 -- Real parts: Prosody's own util modules (util.stanza, util.events, util.cache, util.json,
 -- util.hashes, util.watchdog, util.async...) from /usr/lib/prosody, and the native library built
 -- by `make` (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by
--- one that follows the native API v2 (final outcomes, cancel, export, resume; fake_sender.lua) and whose answers the
--- spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
+-- one that follows the native API v2 (fake_sender.lua: final outcomes, cancel, export, resume)
+-- and whose answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
 -- events, a manual clock that drives every timer, keyval storage in memory that can be made to
 -- fail, sessions, accounts (usermanager, 0.12's or 13's with disabled accounts), mod_smacks'
 -- hibernation watchdog, and net.server's watchfd.

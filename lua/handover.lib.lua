@@ -130,13 +130,15 @@ local function new(options)
 		resume(type(saved) == "table" and saved.jobs);
 	end
 
-	-- Unload: what the sender still has is kept in storage (nothing after save or shutdown).
+	-- Unload: what waits goes to the sender, and what the sender still has is kept in storage
+	-- (nothing is left after save or shutdown).
 	local function stop()
 		if release_waiter then
 			local done = release_waiter;
 			release_waiter = nil;
 			done();
 		end
+		schedule.flush();
 		stash(export());
 	end
 

@@ -32,7 +32,8 @@ local function new(options)
 	local function failed(user, endpoint, account, status, detail)
 		count_failed(1);
 		local errors = subscriptions.count_failure(user, endpoint, max_errors);
-		local name, verb = label(endpoint), status and "refused" or "failed";
+		local refused = type(status) == "number" and status >= 400 and status < 500 and status ~= 429;
+		local name, verb = label(endpoint), refused and "refused" or "failed";
 		local count = errors and (("; error %d of %d"):format(errors, max_errors)
 			.. (errors >= max_errors and ", the subscription is dropped" or "")) or "";
 		if (status == 400 or status == 401 or status == 403) and not config_problem_logged[status] then

@@ -406,8 +406,8 @@ describe("unloading", function ()
 			end
 		end
 		assert.same(before, world:store(HOST, "web_push").data);
-		-- Both pushes are kept for the next load.
-		assert.equal(2, #world:store(HOST, "web_push_pending").data[""].jobs);
+		-- Both messages, to both subscriptions, are kept for the next load.
+		assert.equal(4, #world:store(HOST, "web_push_pending").data[""].jobs);
 		-- Results that arrive late are nobody's business.
 		world:answer(last_push(world, other), "gone", { status = 410 });
 		assert.truthy(stored(world, other));

@@ -1,7 +1,14 @@
 -- What a session holds for push (session.web_push): the subscriptions tied to it (the newest
--- session that enabled one), mod_cloud_notify's rule of one push per smacks hibernation, the
--- hibernation extended up to push_max_hibernation_timeout until that push, and the burst of
--- stanzas a silent session did not acknowledge (smacks-ack-delayed), pushed once a moment later.
+-- session that enabled one), what a hibernated session pushes, the hibernation extended up to
+-- push_max_hibernation_timeout until its first important push, and the burst of stanzas a silent
+-- session did not acknowledge (smacks-ack-delayed), pushed once a moment later.
+--
+-- A hibernated session pushes every important stanza queued to it, coalesced and paced by the
+-- schedule, until it ends; mod_cloud_notify pushes once per hibernation instead. That rule suits
+-- a phone app, which wakes on the first push and resumes the stream itself; a browser's service
+-- worker cannot resume the closed tab's stream, so after one notification the user would hear
+-- nothing more until the session timed out. After the first important push mod_smacks' own
+-- hibernation timeout applies again (the session is no longer kept longer for push's sake).
 --
 -- session.web_push = { endpoints = { [endpoint] = true }, hibernation = { any =, important = },
 --   extended = { dog =, timeout =, callback = }, batch = { stanza, ... }, batch_timer = }
@@ -12,9 +19,11 @@ local watchdog = require "util.watchdog";
 -- Stanzas of one burst to a silent session make one push after this many seconds.
 local BATCH_DELAY = 1;
 
--- options: subscriptions, notices, schedule, timers, max_hibernation (seconds).
+-- options: subscriptions, notices, schedule, timers, activity (back: the user is on the client
+-- again), max_hibernation (seconds).
 local function new(options)
 	local subscriptions, notices, schedule, timers = options.subscriptions, options.notices, options.schedule, options.timers;
+	local activity = options.activity;
 	local max_hibernation = options.max_hibernation;
 	local host_sessions = prosody.hosts[module.host].sessions;
 
@@ -95,6 +104,12 @@ local function new(options)
 			session.web_push = s;
 		end
 		s.endpoints[endpoint] = true;
+		activity.back(session.username, { [endpoint] = true });
+	end
+
+	local function is_tied(session, endpoint)
+		local s = session.web_push;
+		return s ~= nil and s.endpoints[endpoint] == true;
 	end
 
 	-- Subscriptions tied to a session of the account: those get pushes through smacks events.
@@ -109,10 +124,10 @@ local function new(options)
 		return tied;
 	end
 
-	-- mod_cloud_notify's rule: one important push per hibernation (after it, the device knows to
-	-- come back), and before it at most one that is not important.
+	-- Every important stanza pushes; one that is not (web_push_important_only = false) only while
+	-- nothing was pushed in this hibernation yet.
 	local function allowed(hibernation, notice)
-		return not (hibernation.important or (hibernation.any and not notice.important));
+		return notice.important or not hibernation.any;
 	end
 
 	local function pushed(session, s, hibernation, important)
@@ -123,15 +138,17 @@ local function new(options)
 		end
 	end
 
-	-- Stanzas queued for one session, to the subscriptions tied to it.
+	-- Stanzas queued for one session, to the subscriptions tied to it: one notice per conversation
+	-- (a burst to several conversations makes a notification for each).
 	local function push_session(session, s, stanzas)
-		local entry = subscriptions.get(session.username);
+		local user = session.username;
+		local entry = subscriptions.get(user);
 		if not entry or entry.disabled then return; end
 		local account = entry.account;
 		local described = {};
 		for i = 1, #stanzas do
 			local stanza = stanzas[i];
-			local notice = type(stanza) == "table" and stanza.name and notices.of(stanza, account);
+			local notice = type(stanza) == "table" and stanza.name and notices.of(stanza, account, user);
 			if notice then
 				described[#described + 1] = { stanza = stanza, notice = notice, archive_id = notices.archive_id(stanza, account) };
 			end
@@ -142,15 +159,25 @@ local function new(options)
 		for endpoint in pairs(s.endpoints) do
 			local sub = entry.subs[endpoint];
 			if sub then
-				local notice;
+				local by_conversation = {}; -- in order of arrival
 				for _, d in ipairs(described) do
 					if schedule.first_time(d.stanza, d.archive_id, sub.ref) then
-						if notice then notices.merge(notice, d.notice); else notice = notices.copy(d.notice); end
+						local conversation = d.notice.conversation;
+						local into;
+						for _, notice in ipairs(by_conversation) do
+							if notice.conversation == conversation then into = notice; break; end
+						end
+						if into then
+							notices.merge(into, d.notice);
+						else
+							by_conversation[#by_conversation + 1] = notices.copy(d.notice);
+						end
 					end
 				end
-				if notice and not (hibernation and not allowed(hibernation, notice)) then
-					schedule.offer(sub, notice);
-					any, important = true, important or notice.important;
+				for _, notice in ipairs(by_conversation) do
+					if not (hibernation and not allowed(hibernation, notice)) and schedule.offer(sub, notice) then
+						any, important = true, important or notice.important;
+					end
 				end
 			end
 		end
@@ -179,12 +206,14 @@ local function new(options)
 		push_session(session, s, { stanza });
 	end
 
-	-- smacks-hibernation-end: resumed (or gone); mod_smacks let its watchdog go.
+	-- smacks-hibernation-end: resumed; mod_smacks let its watchdog go. The user is back on this
+	-- client: what it had unread is theirs to see now.
 	local function ended(session)
 		local s = session.web_push;
 		if not s then return; end
 		s.hibernation, s.extended = nil, nil;
 		drop_batch(s);
+		activity.back(session.username, s.endpoints);
 	end
 
 	-- smacks-ack-delayed: a live session that does not acknowledge; one push for the burst.
@@ -238,7 +267,7 @@ local function new(options)
 	end
 
 	return {
-		tie = tie, untie = untie, tied_endpoints = tied_endpoints,
+		tie = tie, untie = untie, is_tied = is_tied, tied_endpoints = tied_endpoints,
 		started = started, queued = queued, ended = ended, ack_delayed = ack_delayed, unbound = unbound,
 		resume_after_reload = resume_after_reload, stop = stop,
 	};

@@ -6,8 +6,9 @@
 -- module decides when to push and to whom, and hands a job over.
 --
 -- This file holds the options, the hooks and the commands. Each *.lib.lua beside it does one job
--- (doc/layout.md): keys, subscriptions, notices, schedule, hibernation, results, protocol,
--- handover, timers. Each is required once, here, and given what it needs.
+-- (doc/layout.md): keys, subscriptions, settings, groupchat, notices, activity, schedule,
+-- hibernation, results, protocol, handover, timers. Each is required once, here, and given what
+-- it needs.
 --
 -- Options beyond DESIGN.md (README.markdown):
 --   web_push_min_interval = 2: seconds between two pushes to one subscription; what arrives in
@@ -93,6 +94,14 @@ if endpoint_hosts then -- a plain list of strings, as the native library takes i
 end
 local configured_subject = module:get_option_string("web_push_vapid_subject");
 local contact_info = module:get_option("contact_info");
+local groupchat_mode = module:get_option_string("web_push_groupchat", "mentions");
+if groupchat_mode ~= "mentions" and groupchat_mode ~= "all" and groupchat_mode ~= "none" then
+	module:log("warn", "web_push_groupchat = %q is not \"mentions\", \"all\" or \"none\"; using \"mentions\"", groupchat_mode);
+	groupchat_mode = "mentions";
+end
+local grace = number_option("web_push_grace", 60, 0);
+local client_url = module:get_option_string("web_push_client_url");
+if client_url == "" then client_url = nil; end
 
 --------------------------------------------------------------------------------------------------
 -- The host's key, the sender, and the libs that do the work.
@@ -116,6 +125,14 @@ end
 local now = time.monotonic or time.now;
 local timers = module:require("timers").new();
 
+-- The user's own settings come from their bookmarks in mod_pep (as mod_bookmarks depends on it);
+-- a server without PEP still pushes, by web_push_groupchat alone.
+local depended, mod_pep = pcall(module.depends, module, "pep");
+if not depended then
+	module:log("warn", "No mod_pep (%s): XEP-0492 settings in bookmarks are not read", tostring(mod_pep));
+	mod_pep = nil;
+end
+
 local schedule, hibernation; -- made below; a forgotten subscription's pushes and session tie go too
 local subscriptions = module:require("subscriptions").new({
 	store = module:open_store("web_push");
@@ -129,16 +146,23 @@ local subscriptions = module:require("subscriptions").new({
 local results = module:require("results").new({
 	sender = sender; subscriptions = subscriptions; max_errors = max_errors;
 });
+local settings = module:require("settings").new({ pep = mod_pep });
+local groupchat = module:require("groupchat").new({ settings = settings; mode = groupchat_mode });
 local notices = module:require("notices").new({
 	important_only = important_only; with_body = with_body; with_sender = with_sender;
-	important_body = important_body; latency = results.latency;
+	important_body = important_body; latency = results.latency; judge = groupchat.verdict; client_url = client_url;
+});
+local activity = module:require("activity").new({
+	subscriptions = subscriptions; grace = grace; now = now;
+	tied = function (session, endpoint) return hibernation.is_tied(session, endpoint); end;
+	read = function (sub, conversation) schedule.drop_conversation(sub, conversation); end;
 });
 schedule = module:require("schedule").new({
 	sender = sender; subscriptions = subscriptions; notices = notices; timers = timers; results = results;
-	now = now; ttl = ttl; min_interval = min_interval; per_minute = per_minute;
+	activity = activity; now = now; ttl = ttl; min_interval = min_interval; per_minute = per_minute;
 });
 hibernation = module:require("hibernation").new({
-	subscriptions = subscriptions; notices = notices; schedule = schedule; timers = timers;
+	subscriptions = subscriptions; notices = notices; schedule = schedule; timers = timers; activity = activity;
 	max_hibernation = max_hibernation;
 });
 local protocol = module:require("protocol").new({
@@ -222,6 +246,77 @@ local function on_ping(event)
 	if type(event.user) == "string" then schedule.ping(event.user); end
 end
 
+-- A message or read marker one of the user's clients sends: the user is active in that
+-- conversation, on that client. To a full JID it may be a private message through a room, whose
+-- conversation is the occupant.
+local function on_outgoing_message(event)
+	local origin, stanza = event.origin, event.stanza;
+	local user, to = origin.type == "c2s" and origin.username, stanza.attr.to;
+	if not (user and to and notices.is_activity(stanza)) then return; end
+	local bare = jid.bare(to);
+	activity.seen(user, bare, origin);
+	if bare ~= to then activity.seen(user, to, origin); end
+end
+
+-- A presence from a room to one of the user's sessions may name the user's nick there.
+local function on_presence_to_session(event)
+	local stanza = event.stanza;
+	if not stanza:get_child("x", "http://jabber.org/protocol/muc#user") then return; end
+	local user = local_user(stanza.attr.to);
+	local entry = user and subscriptions.get(user);
+	if entry and next(entry.subs) then groupchat.presence(user, stanza); end
+end
+
+-- Events of the user's own PEP service (mod_pep): bookmarks (settings, nicks) and displayed
+-- updates (XEP-0490: read on another client).
+local function pep_user(event)
+	local config = event.service and event.service.config;
+	return config and config.pep_username;
+end
+
+local function on_bookmark_published(event)
+	local user = pep_user(event);
+	if user then settings.published(user, event.id, event.item); end
+end
+
+local function on_pep_item_retracted(event)
+	local user = pep_user(event);
+	if user and event.node == settings.node then settings.retracted(user, event.id); end
+end
+
+local function on_pep_node_cleared(event)
+	local user = pep_user(event);
+	if user and event.node == settings.node then settings.cleared(user); end
+end
+
+local function on_displayed_published(event)
+	local user = pep_user(event);
+	if not user then return; end
+	local session; -- the client that published it, when it is one of this host's sessions
+	if type(event.actor) == "string" then
+		local node, _, resource = jid.split(event.actor);
+		local account = node == user and resource and prosody.hosts[host].sessions[user];
+		session = account and account.sessions[resource];
+	end
+	activity.seen(user, event.id, session);
+end
+
+local pep_events = {
+	["item-published/" .. settings.node] = on_bookmark_published;
+	["item-retracted"] = on_pep_item_retracted;
+	["node-purged"] = on_pep_node_cleared;
+	["node-deleted"] = on_pep_node_cleared;
+	["item-published/urn:xmpp:mds:displayed:0"] = on_displayed_published;
+};
+
+local function on_pep_service_added(event)
+	for name, handler in pairs(pep_events) do module:hook_object_event(event.item.service.events, name, handler); end
+end
+
+local function on_pep_service_removed(event)
+	for name, handler in pairs(pep_events) do module:unhook_object_event(event.item.service.events, name, handler); end
+end
+
 -- An account deleted (in-band, prosodyctl or the shell, in this process): nothing of it stays.
 local function on_user_deleted(event)
 	if event.host ~= host or type(event.username) ~= "string" then return; end
@@ -229,6 +324,8 @@ local function on_user_deleted(event)
 	subscriptions.forget_all(user, "deleted");
 	schedule.drop_account(user);
 	subscriptions.drop_cached(user);
+	settings.forget(user);
+	groupchat.forget(user);
 end
 
 -- Disabled (Prosody 13): kept, but nothing is pushed until it is enabled again.
@@ -262,6 +359,10 @@ module:hook("message/offline/handle", on_offline_message, 1);
 module:hook("message/bare/groupchat", on_groupchat_message, 1);
 module:hook("archive-message-added", on_archive_message_added);
 module:hook("cloud-notify-ping", on_ping);
+module:hook("pre-message/bare", on_outgoing_message);
+module:hook("pre-message/full", on_outgoing_message);
+module:hook("presence/full", on_presence_to_session, 1); -- before mod_presence delivers it
+if mod_pep then module:handle_items("pep-service", on_pep_service_added, on_pep_service_removed, true); end
 module:hook("user-registered", on_account_news);
 module:hook("resource-bind", on_account_news);
 -- Before mod_c2s (200) closes the account's sessions, whose unacked stanzas would push again.
@@ -275,11 +376,14 @@ module:hook_global("server-stopping", on_server_stopping, -200);
 -- Reload and unload.
 
 function module.save()
-	return handover.save();
+	local saved = handover.save();
+	saved.nicks = groupchat.save();
+	return saved;
 end
 
 function module.restore(saved)
 	handover.restore(saved);
+	groupchat.restore(type(saved) == "table" and saved.nicks);
 end
 
 function module.unload()

@@ -1,12 +1,15 @@
 -- When a notice goes to a subscription, and handing it to the native sender: at most once per
--- stanza and subscription, one job out per subscription at a time, what comes meanwhile merged
--- into one waiting notice, paced (web_push_min_interval per subscription, a token bucket of
--- web_push_max_pushes_per_minute per account), then offered to web_push/push handlers. Retries,
--- the TTL left and fitting the payload to its size limit are the sender's.
+-- stanza and subscription, nothing for a conversation the user is active in elsewhere
+-- (activity.lib), one job out per subscription at a time, what comes meanwhile merged into one
+-- waiting notice per conversation (each conversation is a notification of its own), paced
+-- (web_push_min_interval per subscription, a token bucket of web_push_max_pushes_per_minute per
+-- account), then offered to web_push/push handlers. A call rings at once, whatever waits. A group
+-- chat message that is only counted adds to the message-count of the subscription's next push.
+-- Retries, the TTL left and fitting the payload to its size limit are the sender's.
 --
 -- A flow is what is under way for one subscription: { ref, user, endpoint, account, in_flight
--- (its jobs in the sender), waiting (a notice), timer, dropped }. It exists only while one of
--- these does.
+-- (its jobs in the sender), waiting (notices, one per conversation, oldest first), timer,
+-- dropped }. It exists only while one of these does.
 
 local cache = require "util.cache";
 
@@ -16,17 +19,20 @@ local cache = require "util.cache";
 local SEEN_GENERATION = 2048;
 local PACE_CACHE_SIZE = 10000;
 
--- options: sender, subscriptions, notices, timers, results (sent, not_sent), now (monotonic
--- seconds), ttl, min_interval, per_minute.
+-- options: sender, subscriptions, notices, timers, results (sent, not_sent), activity (quiet,
+-- add_unread, badge), now (monotonic seconds), ttl, min_interval, per_minute.
 local function new(options)
 	local sender, subscriptions, notices, timers, results = options.sender, options.subscriptions,
 		options.notices, options.timers, options.results;
+	local activity = options.activity;
 	local now, ttl, min_interval, per_minute = options.now, options.ttl, options.min_interval, options.per_minute;
 	local host_events = prosody.hosts[module.host].events;
 	local label = subscriptions.label;
 
 	local flows = {}; -- ref -> flow
 	local jobs = {}; -- sender job id -> { flow =, done = }
+	-- Messages only counted, per subscription and conversation, until its next push.
+	local counted = cache.new(PACE_CACHE_SIZE); -- ref -> { [conversation] = n }
 
 	-- Pacing, per account: { tokens =, stamp =, last = { [endpoint] = when it was last pushed } }.
 	local pace = cache.new(PACE_CACHE_SIZE);
@@ -109,6 +115,26 @@ local function new(options)
 		end
 	end
 
+	local function count(ref, conversation, n)
+		local counts = counted:get(ref);
+		if not counts then
+			counts = {};
+			counted:set(ref, counts);
+		end
+		local key = conversation or "";
+		counts[key] = (counts[key] or 0) + n;
+	end
+
+	-- What was only counted since the last push, taken for the next one.
+	local function take_counted(ref)
+		local counts = counted:get(ref);
+		if not counts then return 0; end
+		counted:set(ref, nil);
+		local total = 0;
+		for _, n in pairs(counts) do total = total + n; end
+		return total;
+	end
+
 	-- When no web_push/push handler can keep the payload table, one table serves every push:
 	-- sender:push encodes it before it returns.
 	local scratch = {};
@@ -119,7 +145,8 @@ local function new(options)
 		if not sub then return release_if_idle(flow); end
 		local account = flow.account;
 		local listened = host_events.get_handlers("web_push/push") ~= nil;
-		local payload = notices.payload(account, notice, not listened and scratch or nil);
+		local payload = notices.payload(account, notice, not listened and scratch or nil, take_counted(flow.ref),
+			activity.badge(flow.ref));
 		local urgency = notices.urgency(notice);
 		if listened then -- the event only when someone listens
 			local event = {
@@ -146,7 +173,8 @@ local function new(options)
 		results.sent();
 	end
 
-	-- The waiting notice goes when the flow has no job out and its pace allows.
+	-- The oldest waiting notice goes when the flow has no job out and its pace allows; then the
+	-- next, and so on.
 	local function arm(flow)
 		if flow.dropped or flow.in_flight > 0 or flow.timer then return; end
 		if not flow.waiting then return release_if_idle(flow); end
@@ -154,10 +182,26 @@ local function new(options)
 			flow.timer = nil;
 			if flow.dropped or flow.in_flight > 0 then return; end
 			if wait_for(flow, now()) > 0 then return arm(flow); end
-			local notice = flow.waiting;
-			flow.waiting = nil;
-			if notice then send(flow, notice); else release_if_idle(flow); end
+			local waiting = flow.waiting;
+			local notice = waiting and table.remove(waiting, 1);
+			if waiting and not waiting[1] then flow.waiting = nil; end
+			if notice then send(flow, notice); end
+			arm(flow); -- nothing went out (vetoed, refused): the next one, or the flow ends
 		end);
+	end
+
+	-- A notice waits, merged into what waits for its conversation.
+	local function enqueue(flow, notice)
+		local waiting = flow.waiting;
+		if not waiting then
+			flow.waiting = { notices.copy(notice) };
+			return;
+		end
+		local conversation = notice.conversation;
+		for i = 1, #waiting do
+			if waiting[i].conversation == conversation then return notices.merge(waiting[i], notice); end
+		end
+		waiting[#waiting + 1] = notices.copy(notice);
 	end
 
 	local function flow_of(sub)
@@ -169,19 +213,25 @@ local function new(options)
 		return flow;
 	end
 
-	-- A notice for a subscription: sent now, or merged into what waits.
+	-- A notice for a subscription: sent now, or merged into what waits, or only counted. Returns
+	-- true when it is to be pushed.
 	local function offer(sub, notice)
+		local conversation = notice.conversation;
+		if conversation and not notice.call and activity.quiet(sub, conversation) then return false; end
+		if notice.important then activity.add_unread(sub, conversation, notice.count); end
+		if notice.silent then
+			count(sub.ref, conversation, notice.count);
+			return false;
+		end
 		local fresh = flows[sub.ref] == nil;
 		local flow = flow_of(sub);
-		if fresh and wait_for(flow, now()) <= 0 then
-			return send(flow, notice);
+		if notice.call or (fresh and wait_for(flow, now()) <= 0) then
+			send(flow, notice);
+			return true;
 		end
-		if flow.waiting then
-			notices.merge(flow.waiting, notice);
-		else
-			flow.waiting = notices.copy(notice);
-		end
+		enqueue(flow, notice);
 		arm(flow);
+		return true;
 	end
 
 	-- A result came for job `id`: its flow goes on. Returns the job's user, endpoint and account,
@@ -208,9 +258,35 @@ local function new(options)
 	-- Nothing more for one subscription: what waits is dropped, and its jobs in the sender are
 	-- cancelled (their results are then nobody's business).
 	local function drop(user, endpoint)
-		local flow = flows[subscriptions.ref(user, endpoint)];
+		local ref = subscriptions.ref(user, endpoint);
+		local flow = flows[ref];
 		if flow then stop_flow(flow); end
+		counted:set(ref, nil);
 		pcall(sender.cancel, sender, user .. "@" .. module.host, endpoint);
+	end
+
+	-- The user read a conversation elsewhere: what waits to be pushed about it to this subscription
+	-- goes, here and in the sender (a job in flight still arrives).
+	local function drop_conversation(sub, conversation)
+		local flow = flows[sub.ref];
+		local waiting = flow and flow.waiting;
+		if waiting then
+			for i = #waiting, 1, -1 do
+				if waiting[i].conversation == conversation then table.remove(waiting, i); end
+			end
+			if not waiting[1] then
+				flow.waiting = nil;
+				timers.cancel(flow.timer);
+				flow.timer = nil;
+				release_if_idle(flow);
+			end
+		end
+		local counts = counted:get(sub.ref);
+		if counts then counts[conversation] = nil; end
+		-- Only a flow with jobs out has any in the sender: the user's every message costs no call.
+		if flow and flow.in_flight > 0 then
+			pcall(sender.cancel, sender, sub.account, sub.endpoint, conversation);
+		end
 	end
 
 	-- Nothing more for an account (deleted or disabled): its flows, its jobs, its pace.
@@ -224,13 +300,15 @@ local function new(options)
 
 	-- Every waiting notice goes to the sender now, pace or not (shutdown, reload).
 	local function flush()
+		local pending = {};
 		for _, flow in pairs(flows) do
-			local notice = flow.waiting;
-			if notice and not flow.dropped then
-				timers.cancel(flow.timer);
-				flow.timer, flow.waiting = nil, nil;
-				send(flow, notice);
-			end
+			if flow.waiting and not flow.dropped then pending[#pending + 1] = flow; end
+		end
+		for _, flow in ipairs(pending) do
+			local waiting = flow.waiting;
+			timers.cancel(flow.timer);
+			flow.timer, flow.waiting = nil, nil;
+			for _, notice in ipairs(waiting) do send(flow, notice); end
 		end
 	end
 
@@ -246,7 +324,7 @@ local function new(options)
 		local entry = subscriptions.get(user);
 		if not (entry and next(entry.subs)) or entry.disabled then return; end
 		local account = entry.account;
-		local notice = notices.of(stanza, account);
+		local notice = notices.of(stanza, account, user);
 		if not notice then return; end
 		archive_id = archive_id or notices.archive_id(stanza, account);
 		for endpoint, sub in pairs(entry.subs) do
@@ -270,12 +348,13 @@ local function new(options)
 	local function stop()
 		for _, flow in pairs(flows) do stop_flow(flow); end
 		flows, jobs = {}, {};
+		counted = cache.new(PACE_CACHE_SIZE);
 	end
 
 	return {
 		offer = offer, first_time = first_time, push_stanza = push_stanza, ping = ping,
-		finished = finished, drop = drop, drop_account = drop_account, flush = flush, adopt = adopt,
-		stop = stop,
+		finished = finished, drop = drop, drop_conversation = drop_conversation, drop_account = drop_account,
+		flush = flush, adopt = adopt, stop = stop,
 	};
 end
 

@@ -7,12 +7,15 @@
 -- and whose answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
 -- events, a manual clock that drives every timer, keyval storage in memory that can be made to
 -- fail, sessions, accounts (usermanager, 0.12's or 13's with disabled accounts), mod_smacks'
--- hibernation watchdog, and net.server's watchfd.
+-- hibernation watchdog, net.server's watchfd, and mod_pep (pep.lua: real util.pubsub services,
+-- through module:depends, handle_items and hook_object_event).
 package.path = "/usr/lib/prosody/?.lua;" .. package.path;
 package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
 
 local st = require "util.stanza";
+local jid_lib = require "util.jid";
 local events_lib = require "util.events";
+local pep_lib = require "pep";
 local json = require "util.json";
 local base64 = require "util.encodings".base64;
 local random = require "util.random";
@@ -73,7 +76,8 @@ local World = {};
 World.__index = World;
 
 -- options: watchdog = "0.12" | "13" | "13-standin"; no_watchfd = true; process_type = "prosodyctl";
--- accounts = "0.12" | "13" (13's usermanager knows disabled accounts)
+-- accounts = "0.12" | "13" (13's usermanager knows disabled accounts); no_pep = true (mod_pep
+-- cannot be loaded)
 function M.world(options)
 	options = options or {};
 	local w = setmetatable({
@@ -94,6 +98,10 @@ function M.world(options)
 		global_events = events_lib.new(),
 		disabled_accounts = {},
 		cancels = {},
+		host_items = {}, -- host -> kind -> { item, ... }
+		peps = {},
+		depends = {},
+		parse = M.parse,
 	}, World);
 	w.prosody = {
 		hosts = {}, process_type = options.process_type or "prosody",
@@ -109,6 +117,36 @@ end
 
 function World:fire_global(event, data)
 	return self.global_events.fire_event(event, data);
+end
+
+-- module:add_item / remove_item of a module on `host` (mod_pep's "pep-service" items).
+function World:add_host_item(host, kind, item)
+	self.host_items[host] = self.host_items[host] or {};
+	local items = self.host_items[host][kind] or {};
+	self.host_items[host][kind] = items;
+	items[#items + 1] = item;
+	self.prosody.hosts[host].events.fire_event("item-added/" .. kind, { item = item });
+end
+
+function World:remove_host_item(host, kind, service)
+	local items = (self.host_items[host] or {})[kind] or {};
+	for i, item in ipairs(items) do
+		if item.service == service then
+			table.remove(items, i);
+			self.prosody.hosts[host].events.fire_event("item-removed/" .. kind, { item = item });
+			return;
+		end
+	end
+end
+
+-- mod_pep on a host (made on first use, as module:depends loads it).
+function World:pep(host)
+	local pep = self.peps[host];
+	if not pep then
+		pep = pep_lib.new(self, host);
+		self.peps[host] = pep;
+	end
+	return pep;
 end
 
 -- core.usermanager: 0.12's knows no disabled accounts; 13's user_is_enabled reads the account.
@@ -360,7 +398,8 @@ end
 function World:make_api(host)
 	local w = self;
 	local events = (self.prosody.hosts[host] or { events = events_lib.new() }).events;
-	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, global_hooks = {}, loaded = true };
+	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, global_hooks = {}, object_hooks = {},
+		loaded = true };
 	function api:log(level, fmt, ...) w:log(host .. ":web_push", level, fmt, ...); end
 	function api:get_host_type() return w.prosody.hosts[host] and w.prosody.hosts[host].type or "global"; end
 	function api:get_directory() return "build/mod_web_push"; end
@@ -401,6 +440,30 @@ function World:make_api(host)
 	function api:hook_global(event, handler, priority)
 		w.global_events.add_handler(event, handler, priority);
 		self.global_hooks[#self.global_hooks + 1] = { event, handler };
+	end
+	-- Prosody removes these at unload too.
+	function api:hook_object_event(object, event, handler, priority)
+		object.add_handler(event, handler, priority);
+		self.object_hooks[#self.object_hooks + 1] = { object, event, handler };
+	end
+	function api:unhook_object_event(object, event, handler)
+		object.remove_handler(event, handler);
+	end
+	-- Prosody's: the item-added/removed events, and the items already there.
+	function api:handle_items(kind, added, removed, existing)
+		self:hook("item-added/" .. kind, added);
+		self:hook("item-removed/" .. kind, removed);
+		if existing ~= false then
+			for _, item in ipairs((w.host_items[host] or {})[kind] or {}) do added({ item = item }); end
+		end
+	end
+	-- Loads another module: only mod_pep is stood in.
+	function api:depends(name)
+		w.depends[#w.depends + 1] = { host = host, name = name };
+		if name ~= "pep" or w.options.no_pep then
+			error(("Unable to load required module, mod_%s: stand-in has none"):format(name));
+		end
+		return w:pep(host);
 	end
 	-- Prosody's loader: <name>.lib.lua from the module's folder, run in the module's environment,
 	-- on every call.
@@ -516,6 +579,7 @@ function Host:unload()
 	if api.unload then api.unload(); end
 	for _, hook in ipairs(api.hooks) do self.events.remove_handler(hook[1], hook[2]); end
 	for _, hook in ipairs(api.global_hooks) do self.world.global_events.remove_handler(hook[1], hook[2]); end
+	for _, hook in ipairs(api.object_hooks) do hook[1].remove_handler(hook[2], hook[3]); end
 	api.loaded = false;
 end
 
@@ -734,6 +798,21 @@ end
 -- mod_message found no session: mod_offline's event.
 function Host:offline(user, stanza)
 	return self:fire("message/offline/handle", { origin = { type = "s2sin" }, username = user, stanza = stanza });
+end
+
+-- A stanza one of the user's clients sends, as stanza_router fires it before routing:
+-- "pre-message/bare" or "pre-message/full" on the session's host.
+function Host:outgoing(session, stanza)
+	stanza.attr.from = session.full_jid;
+	local node, _, resource = jid_lib.split(stanza.attr.to);
+	local to_type = node and (resource and "/full" or "/bare") or "/host";
+	return self:fire("pre-" .. stanza.name .. to_type, { origin = session, stanza = stanza });
+end
+
+-- A presence routed to one of the user's sessions.
+function Host:presence_to(session, stanza)
+	stanza.attr.to = session.full_jid;
+	return self:fire("presence/full", { origin = { type = "component" }, stanza = stanza });
 end
 
 -- mod_mam archived a message for a user.

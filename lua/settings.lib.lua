@@ -102,7 +102,8 @@ local function new(options)
 			module:log("warn", "Cannot read the bookmarks of %s: %s", user, tostring(service));
 			return rooms;
 		end
-		local got, items = service:get_items(xmlns_bookmarks, true);
+		local ok_read, got, items = pcall(service.get_items, service, xmlns_bookmarks, true);
+		if not ok_read then got, items = false, got; end
 		if not got then
 			-- No bookmarks node: nothing set. Anything else is worth a line; the next
 			-- publish still updates what is kept.

@@ -146,27 +146,32 @@ local function new(options)
 		return mentions(message, account, room, nick) and "push" or "count";
 	end
 
-	-- A presence to one of the user's sessions: the room's word on the user's own nick.
-	local function presence(user, stanza)
+	-- The user's nick in a room, when a presence to one of their sessions is the room's word on it
+	-- (status 110: an entry or a rewrite, 210; with 303, a change): the room and the nick, else nil.
+	-- Cheap for the presences of other occupants, which carry no 110.
+	local function own_nick(stanza)
 		local x = stanza:get_child("x", xmlns_muc_user);
-		if not x then return; end
+		if not x then return nil; end
 		local self_presence, changed = false, false;
 		for status in x:childtags("status") do
 			local code = status.attr.code;
 			if code == "110" then self_presence = true; elseif code == "303" then changed = true; end
 		end
-		if not self_presence then return; end
+		if not self_presence then return nil; end
 		local room, room_host, nick = jid.split(stanza.attr.from);
-		if not (room and nick) then return; end
-		room = room .. "@" .. room_host;
+		if not (room and nick) then return nil; end
 		if stanza.attr.type == "unavailable" then
-			if not changed then return; end -- left the room: the nick stays for its other sessions
+			if not changed then return nil; end -- left the room: the nick stays for its other sessions
 			local item = x:get_child("item");
 			nick = item and item.attr.nick;
-			if not nick then return; end
+			if not nick then return nil; end
 		elseif stanza.attr.type ~= nil then
-			return;
+			return nil;
 		end
+		return room .. "@" .. room_host, nick;
+	end
+
+	local function learn(user, room, nick)
 		local rooms = nicks:get(user);
 		if not rooms then
 			rooms = {};
@@ -193,7 +198,7 @@ local function new(options)
 		end
 	end
 
-	return { verdict = verdict, presence = presence, forget = forget, save = save, restore = restore };
+	return { verdict = verdict, own_nick = own_nick, learn = learn, forget = forget, save = save, restore = restore };
 end
 
 return { new = new, has_word = has_word };

@@ -261,10 +261,11 @@ end
 -- A presence from a room to one of the user's sessions may name the user's nick there.
 local function on_presence_to_session(event)
 	local stanza = event.stanza;
-	if not stanza:get_child("x", "http://jabber.org/protocol/muc#user") then return; end
+	local room, nick = groupchat.own_nick(stanza);
+	if not room then return; end
 	local user = local_user(stanza.attr.to);
 	local entry = user and subscriptions.get(user);
-	if entry and next(entry.subs) then groupchat.presence(user, stanza); end
+	if entry and next(entry.subs) then groupchat.learn(user, room, nick); end
 end
 
 -- Events of the user's own PEP service (mod_pep): bookmarks (settings, nicks) and displayed

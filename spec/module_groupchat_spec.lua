@@ -180,7 +180,8 @@ describe("group chat messages, by default (web_push_groupchat = \"mentions\")", 
 		local plain = host:session("romeo", "desktop");
 		local reads = world:store(standin.HOST, "web_push").reads;
 		host:presence_to(plain, st.presence({ from = ROOM .. "/romeo" }));
-		assert.equal(reads, world:store(standin.HOST, "web_push").reads, "a presence without muc#user costs nothing");
+		host:presence_to(plain, st.presence({ from = ROOM .. "/tybalt" }):tag("x", { xmlns = "http://jabber.org/protocol/muc#user" }):up());
+		assert.equal(reads, world:store(standin.HOST, "web_push").reads, "other occupants' presences cost no lookup");
 	end);
 
 	it("keep the nicks learned across a module reload", function ()

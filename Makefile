@@ -8,6 +8,8 @@ MODULES_DIR ?= /usr/local/lib/prosody/modules
 
 OUT := build/mod_web_push
 LIB := target/release/libweb_push.so
+# The module's own files: mod_web_push.lua and the libraries it loads with module:require.
+LUA_FILES := $(notdir $(wildcard lua/*.lua))
 
 # What building and the unit tests need; the end-to-end and browser suites install their own.
 BUILD_DEBS := libssl-dev pkg-config liblua5.4-dev
@@ -15,7 +17,7 @@ TEST_DEBS  := lua5.4 lua-busted lua-check prosody python3-venv
 
 .PHONY: all deps test test-deps test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
 
-all: $(OUT)/web_push.so $(OUT)/mod_web_push.lua
+all: $(OUT)/web_push.so $(addprefix $(OUT)/,$(LUA_FILES))
 
 deps:
 	@tools/deps.sh $(BUILD_DEBS) $(TEST_DEBS)
@@ -28,9 +30,9 @@ $(OUT)/web_push.so: $(LIB)
 	@mkdir -p $(OUT)
 	cp $(LIB) $@
 
-$(OUT)/mod_web_push.lua: lua/mod_web_push.lua
+$(OUT)/%.lua: lua/%.lua
 	@mkdir -p $(OUT)
-	cp lua/mod_web_push.lua $@
+	cp $< $@
 
 test: deps all lint test-deps test-rust test-spec test-native test-e2e test-browser
 	@echo "make test: every suite passed"
@@ -68,7 +70,7 @@ bench: all
 
 install: all
 	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push
-	install -m 0644 $(OUT)/mod_web_push.lua $(DESTDIR)$(MODULES_DIR)/mod_web_push/mod_web_push.lua
+	install -m 0644 $(addprefix $(OUT)/,$(LUA_FILES)) $(DESTDIR)$(MODULES_DIR)/mod_web_push/
 	install -m 0755 $(OUT)/web_push.so $(DESTDIR)$(MODULES_DIR)/mod_web_push/web_push.so
 	@echo "Installed into $(DESTDIR)$(MODULES_DIR)/mod_web_push"
 

@@ -37,8 +37,9 @@ async function onPush(event) {
 	const title = sender ? sender.split("/")[0] : "New message";
 	const options = {
 		body: notification["last-message-body"] || "",
-		// One notification per account: a newer push replaces the older one instead of stacking.
-		tag: notification.account || "xmpp",
+		// One notification per conversation (the server's tag), else per account: a newer push
+		// replaces the older one instead of stacking.
+		tag: notification.tag || notification.account || "xmpp",
 		renotify: true,
 		data: { account: notification.account },
 	};

@@ -79,6 +79,31 @@ describe("mod_web_push loading", function ()
 	end);
 end);
 
+describe("options", function ()
+	it("are clamped to their bounds (the native library's for what it takes), with a warning naming each", function ()
+		local world, host = loaded({
+			web_push_workers = 100, web_push_queue_size = 0, web_push_timeout = 0.01, web_push_ttl = 1e9,
+			push_max_devices = 0, web_push_min_interval = -1,
+		});
+		local options = world.senders[1].options;
+		assert.equal(standin.LIMITS.workers[2], options.workers);
+		assert.equal(standin.LIMITS.queue_size[1], options.queue_size);
+		assert.equal(standin.LIMITS.timeout[1], options.timeout);
+		for _, name in ipairs({ "web_push_workers", "web_push_queue_size", "web_push_timeout", "web_push_ttl",
+			"push_max_devices", "web_push_min_interval" }) do
+			assert.equal(1, #world:log_lines(name, "warn"), name);
+		end
+		local sub = host:subscribed_offline("juliet");
+		host:offline("juliet", standin.to_juliet("hi"));
+		assert.equal(standin.LIMITS.ttl[2], world:last_push(sub).job.ttl);
+	end);
+
+	it("within their bounds give no warning", function ()
+		local world = loaded({ web_push_workers = 64, web_push_timeout = 0.1, web_push_ttl = 0, web_push_vapid_subject = "mailto:a@example.org" });
+		assert.same({}, world:log_lines("", "warn"));
+	end);
+end);
+
 describe("the VAPID key", function ()
 	it("is made on first load, stored, and reused on every later load", function ()
 		local world, host = loaded();
@@ -127,12 +152,11 @@ describe("prosodyctl mod_web_push", function ()
 			print = function (...) world_env_print[#world_env_print + 1] = table.concat({ ... }, " "); end,
 			package = setmetatable({
 				loadlib = function () return function ()
-					local lib = setmetatable({}, { __index = world.native });
-					lib.new_sender = function () error("prosodyctl must not start a sender"); end;
-					return lib;
+					return world:native_for_module(function () error("prosodyctl must not start a sender"); end);
 				end; end;
 			}, { __index = package }),
 		}, { __index = _G });
+		api.environment = env;
 		world.prosody.process_type = "prosodyctl";
 		assert(loadfile(standin.MODULE_FILE, "t", env))();
 		assert.same({}, api.hooks);

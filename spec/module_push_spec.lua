@@ -27,7 +27,9 @@ describe("pushes for offline messages", function ()
 		local job = pushes[1].job;
 		assert.equal(86400, job.ttl);
 		assert.equal("high", job.urgency);
-		assert.truthy(job.topic:match("^[A-Za-z0-9]+$") and #job.topic <= 32);
+		-- The sender derives Topic and tag from the subscription and the conversation.
+		assert.equal(JULIET, job.account);
+		assert.equal("romeo@montague.lit", job.conversation);
 		assert.same({}, world:leaks({ "secret words", sub.p256dh, sub.auth }));
 	end);
 
@@ -102,8 +104,10 @@ describe("what is important", function ()
 	};
 	for _, case in ipairs(cases) do
 		local body, extra, attrs = case[2][1], case[2][2], case[2][3];
+		-- Group chat messages push here whether or not they mention the user.
+		local groupchat = attrs and attrs.type == "groupchat" and "all" or nil;
 		it(("%s is %s"):format(case[1], case[3] and "important" or "not important"), function ()
-			local world, host = setup({ web_push_important_only = false });
+			local world, host = setup({ web_push_important_only = false, web_push_groupchat = groupchat });
 			local sub = offline_juliet(host);
 			host:offline("juliet", to_juliet(body, extra, attrs));
 			local pushes = world:pushes_for(sub);
@@ -204,24 +208,29 @@ describe("the notification", function ()
 end);
 
 describe("the request", function ()
-	it("has a Topic per account, the same for each of its subscriptions, that does not reveal it", function ()
-		local world, host = setup();
-		local _, subs = offline_juliet(host, 2);
-		local romeo, romeo_sub = host:subscribed_session("romeo");
-		host:close(romeo);
-		host:offline("juliet", to_juliet("a"));
-		host:offline("romeo", standin.message(JULIET, "romeo@example.org", "b"));
-		local t1, t2 = world:pushes_for(subs[1])[1].job.topic, world:pushes_for(subs[2])[1].job.topic;
-		local t3 = world:pushes_for(romeo_sub)[1].job.topic;
-		assert.equal(t1, t2);
-		assert.are_not.equal(t1, t3);
-		assert.truthy(#t1 >= 1 and #t1 <= 32 and t1:match("^[A-Za-z0-9]+$"));
-		assert.falsy(t1:find("juliet", 1, true));
-		-- Stable: the same after a reload.
-		host = assert(host:reload());
-		host:offline("juliet", to_juliet("again"));
-		local again = world:pushes_for(subs[1]);
-		assert.equal(t1, again[#again].job.topic);
+	-- The sender keys Topic and the payload's tag by subscription and conversation.
+	it("names the conversation: the peer for a chat, the room for a group chat, the occupant in a room, none for a ping", function ()
+		local world, host = setup({ web_push_min_interval = 0, web_push_max_pushes_per_minute = 0, web_push_groupchat = "all" });
+		local sub = offline_juliet(host);
+		local function conversation_of(stanza)
+			host:offline("juliet", stanza);
+			local push = world:last_push(sub);
+			world:answer(push, "delivered", { status = 201 });
+			world:advance(1);
+			return push.job.conversation;
+		end
+		assert.equal("romeo@montague.lit", conversation_of(to_juliet("a")));
+		assert.equal("room@muc.example", conversation_of(standin.message("room@muc.example/nick", JULIET, "hi all", nil,
+			{ type = "groupchat" })));
+		assert.equal("room@muc.example/nick", conversation_of(standin.message("room@muc.example/nick", JULIET, "psst",
+			[[<x xmlns="http://jabber.org/protocol/muc#user"/>]])));
+		assert.equal("nurse@example.org", conversation_of(to_juliet(nil, [[<received xmlns="urn:xmpp:carbons:2"><forwarded
+			xmlns="urn:xmpp:forward:0"><message xmlns="jabber:client" from="nurse@example.org/x" to="juliet@example.org/other"
+			type="chat"><body>hi</body></message></forwarded></received>]], { from = JULIET })));
+		host:fire("cloud-notify-ping", { user = "juliet" });
+		local ping = world:last_push(sub);
+		assert.is_nil(ping.job.conversation);
+		assert.equal(JULIET, ping.job.account);
 	end);
 
 	it("has the configured TTL", function ()
@@ -332,7 +341,7 @@ end);
 
 describe("bare groupchat messages and pings", function ()
 	it("push a groupchat message to the bare JID, not its subject", function ()
-		local world, host = setup();
+		local world, host = setup({ web_push_groupchat = "all" });
 		local sub = offline_juliet(host);
 		host:fire("message/bare/groupchat", { origin = {}, stanza = standin.message("room@muc.example/nick", JULIET, nil,
 			"<subject>new topic</subject>", { type = "groupchat" }) });
@@ -376,25 +385,26 @@ describe("smacks hibernation", function ()
 		assert.equal(0, world:job_count());
 	end);
 
-	it("pushes the first important stanza queued while hibernating, and not the rest of the hibernation", function ()
+	it("pushes the first important stanza queued while hibernating at once, and what follows coalesced", function ()
 		local world, host = setup();
 		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session);
 		host:queue(session, to_juliet("are you there?"));
 		assert.equal(1, #world:pushes_for(sub));
 		world:answer(world:pushes_for(sub)[1], "delivered", { status = 201 });
-		for i = 1, 4 do host:queue(session, to_juliet("burst " .. i)); world:advance(1); end
-		world:advance(600);
-		assert.equal(1, #world:pushes_for(sub));
-		-- Resumed, then asleep again: a new hibernation, a new push.
-		host:resume(session);
-		host:hibernate(session);
-		host:queue(session, to_juliet("later"));
+		for _ = 1, 4 do host:queue(session, to_juliet("burst")); end
 		world:advance(5);
-		assert.equal(2, #world:pushes_for(sub));
+		local pushes = world:pushes_for(sub);
+		assert.equal(2, #pushes, "the burst is one follow-up push");
+		assert.equal(4, pushes[2].notification["message-count"]);
+		world:answer(pushes[2], "delivered", { status = 201 });
+		-- Minutes later, in the same hibernation: pushed again.
+		world:advance(300);
+		host:queue(session, to_juliet("still there?"));
+		assert.equal(3, #world:pushes_for(sub));
 	end);
 
-	it("may push one unimportant then one important stanza when unimportant pushes are allowed", function ()
+	it("may push one unimportant stanza before anything else, and important ones always", function ()
 		local world, host = setup({ web_push_important_only = false });
 		local session, sub = host:subscribed_session("juliet");
 		host:hibernate(session);
@@ -405,12 +415,16 @@ describe("smacks hibernation", function ()
 		host:queue(session, to_juliet("important"));
 		world:advance(5);
 		world:answer(world:pushes_for(sub)[2], "delivered", { status = 201 });
+		host:queue(session, to_juliet(nil, CHAT_STATE));
+		world:advance(5);
 		host:queue(session, to_juliet("more"));
 		world:advance(5);
 		local pushes = world:pushes_for(sub);
-		assert.equal(2, #pushes);
+		assert.equal(3, #pushes);
 		assert.is_false(pushes[1].notification.important);
 		assert.is_true(pushes[2].notification.important);
+		assert.is_true(pushes[3].notification.important);
+		assert.equal(1, pushes[3].notification["message-count"]);
 	end);
 
 	it("pushes only the subscription tied to the hibernating session", function ()

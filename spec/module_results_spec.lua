@@ -27,7 +27,7 @@ describe("a delivered push", function ()
 		local world, host = setup();
 		local sub = offline_juliet(host);
 		host:offline("juliet", message());
-		world:answer(last_push(world, sub), "rejected", { status = 400 });
+		world:answer(last_push(world, sub), "failed", { status = 400 });
 		assert.equal(1, stored(world, sub).errors);
 		world:advance(10);
 		host:offline("juliet", message());
@@ -124,114 +124,49 @@ describe("a gone subscription (404, 410)", function ()
 	end);
 end);
 
-describe("retries", function ()
-	it("honour Retry-After, carry the TTL that is left, and end in one delivery", function ()
+describe("the sender's retries", function ()
+	it("end in one final result per push; the module retries nothing itself", function ()
 		local world, host = setup();
 		local sub = offline_juliet(host);
 		host:offline("juliet", message());
-		local first = last_push(world, sub);
-		world:answer(first, "retry", { status = 429, retry_after = 30 });
-		world:advance(29);
-		assert.equal(1, #world:pushes_for(sub));
-		world:advance(1.5);
-		local second, n = last_push(world, sub);
-		assert.equal(2, n);
-		assert.same(first.notification, second.notification);
-		assert.truthy(second.job.ttl <= 86400 - 30 and second.job.ttl >= 86400 - 32);
-		world:answer(second, "delivered", { status = 201 });
+		world:answer(last_push(world, sub), "delivered", { status = 201, attempts = 3 });
+		world:advance(10);
+		host:offline("juliet", message("two"));
+		world:answer(last_push(world, sub), "failed", { status = 503, attempts = 10 });
 		world:advance(3600);
 		assert.equal(2, #world:pushes_for(sub));
-		assert.equal(1, world.metrics[HOST .. "/pushes_retried"]);
-		assert.equal(1, world.metrics[HOST .. "/pushes_delivered"]);
+		assert.equal(11, world.metrics[HOST .. "/pushes_retried"]);
+		assert.equal(0, world:task_count());
 	end);
 
-	it("back off exponentially with jitter and a cap, for 5xx, network errors and WNS's 406", function ()
-		local world, host = setup();
-		local sub = offline_juliet(host);
-		host:offline("juliet", message());
-		local answers = { { "retry", 503 }, { "network" }, { "retry", 406 }, { "retry", 500 }, { "network" },
-			{ "retry", 502 }, { "network" }, { "retry", 500 }, { "network" } };
-		local gaps = {};
-		for i, answer in ipairs(answers) do
-			local push = last_push(world, sub);
-			world:answer(push, answer[1], { status = answer[2] });
-			local before = world.clock;
-			repeat world:advance(0.25); until #world:pushes_for(sub) == i + 1 or world.clock - before > 2000;
-			gaps[i] = world.clock - before;
-		end
-		for i, gap in ipairs(gaps) do
-			local full = math.min(600, 2 ^ (i - 1));
-			assert.truthy(gap >= full / 2 - 0.25 and gap <= full + 0.25, ("retry %d after %.2fs"):format(i, gap));
-		end
-		-- The tenth attempt failing is the last.
-		world:answer(last_push(world, sub), "retry", { status = 503 });
-		world:advance(7200);
-		assert.equal(10, #world:pushes_for(sub));
-		assert.equal(1, world.metrics[HOST .. "/pushes_failed"]);
-		assert.equal(1, #world:log_lines("failed after 10 attempt", "warn"));
-	end);
-
-	it("never go past the TTL", function ()
-		local world, host = setup({ web_push_ttl = 60 });
-		local sub = offline_juliet(host);
-		host:offline("juliet", message());
-		world:answer(last_push(world, sub), "retry", { status = 429, retry_after = 120 });
-		world:advance(600);
-		assert.equal(1, #world:pushes_for(sub));
-		assert.equal(1, world.metrics[HOST .. "/pushes_failed"]);
-		-- A short Retry-After does get its retry, with what is left of the TTL.
-		host:offline("juliet", message("two"));
-		world:advance(5);
-		local push = last_push(world, sub);
-		world:answer(push, "retry", { status = 429, retry_after = 20 });
-		world:advance(21);
-		local retried = last_push(world, sub);
-		assert.are_not.equal(push, retried);
-		assert.truthy(retried.job.ttl <= 36 and retried.job.ttl >= 34, tostring(retried.job.ttl)); -- 60 - 5 - 20
-	end);
-
-	it("carry the same payload and urgency as the first attempt", function ()
-		for _, amended in ipairs({ false, true }) do
-			local world, host = setup({ push_notification_with_body = true, push_notification_with_sender = true });
-			local sub = offline_juliet(host);
-			if amended then
-				host.api:hook("web_push/push", function (event)
-					event.payload.room = "balcony";
-					event.urgency = "low";
-				end);
-			end
-			host:offline("juliet", message("first words"));
-			local push = last_push(world, sub);
-			-- Another push meanwhile (to another account) must not change what is retried.
-			local other = host:subscribed_offline("nurse");
-			host:offline("nurse", standin.message(ROMEO, "nurse@" .. HOST, "other words"));
-			assert.equal(1, #world:pushes_for(other));
-			world:answer(push, "retry", { status = 503 });
-			world:advance(2);
-			local retried = last_push(world, sub);
-			assert.are_not.equal(push, retried);
-			assert.same(push.notification, retried.notification);
-			assert.equal("first words", retried.notification["last-message-body"]);
-			assert.equal(amended and "low" or "high", retried.job.urgency);
-			assert.equal(push.job.urgency, retried.job.urgency);
-			assert.equal(amended and "balcony" or nil, retried.notification.room);
-		end
-	end);
-
-	it("are dropped when the subscription is disabled meanwhile", function ()
+	it("are cancelled when the subscription is disabled meanwhile", function ()
 		local world, host = setup();
 		local session = host:session("juliet", "other");
 		local sub = offline_juliet(host);
 		host:offline("juliet", message());
-		world:answer(last_push(world, sub), "retry", { status = 503 });
+		local push = last_push(world, sub); -- queued or waiting for a retry in the sender
 		host:disable(session, sub.endpoint);
+		assert.same({ { account = "juliet@" .. HOST, endpoint = sub.endpoint } }, world.cancels);
+		assert.equal("cancelled", push.final);
 		world:advance(3600);
 		assert.equal(1, #world:pushes_for(sub));
 		assert.equal(0, world:task_count());
 	end);
+
+	it("are cancelled when the subscription is enabled again with new keys", function ()
+		local world, host = setup();
+		local session, sub = host:subscribed_session("juliet");
+		host:hibernate(session);
+		host:queue(session, message());
+		local push = last_push(world, sub);
+		host:enable(session, standin.subscription(sub.endpoint));
+		assert.equal("cancelled", push.final);
+		world:advance(60);
+		assert.equal(1, world:job_count());
+	end);
 end);
 
-describe("rejected pushes", function ()
+describe("failed pushes", function ()
 	it("count toward push_max_errors in a row; then the subscription is disabled", function ()
 		local world, host = setup({ push_max_errors = 3 });
 		local unregistered = {};
@@ -242,7 +177,7 @@ describe("rejected pushes", function ()
 			world:advance(5);
 			local push, n = last_push(world, sub);
 			assert.equal(i, n);
-			world:answer(push, "rejected", { status = 413 });
+			world:answer(push, "failed", { status = 413 });
 		end
 		assert.is_nil(stored(world, sub));
 		assert.same({ "errors" }, unregistered);
@@ -251,14 +186,64 @@ describe("rejected pushes", function ()
 		assert.equal(3, #world:pushes_for(sub));
 	end);
 
+	it("count once per push whatever failed: the network, 429 and 5xx until the sender gave up, or a refusal", function ()
+		local world, host = setup({ push_max_errors = 3 });
+		local sub = offline_juliet(host);
+		local answers = { { reason = "dns: name not found", attempts = 10 }, { status = 503, attempts = 4 }, { status = 429, attempts = 2 } };
+		for i, answer in ipairs(answers) do
+			if i > 1 then assert.equal(i - 1, stored(world, sub).errors); end
+			host:offline("juliet", message("m" .. i));
+			world:advance(5);
+			world:answer(last_push(world, sub), "failed", answer);
+		end
+		assert.is_nil(stored(world, sub));
+	end);
+
+	it("never count what says nothing about the subscription: expired, refused, cancelled, a full queue, a veto", function ()
+		local world, host = setup({ push_max_errors = 1 });
+		local sub = offline_juliet(host);
+		local function push(body)
+			host:offline("juliet", message(body));
+			world:advance(5);
+			return last_push(world, sub);
+		end
+		world:answer(push("a"), "expired", { attempts = 0 });
+		world:answer(push("b"), "refused", { reason = "endpoint not allowed", attempts = 0 });
+		push("c");
+		host:enable(host:session("juliet", "again"), standin.subscription(sub.endpoint)); -- cancels it
+		local renewed = world:store(HOST, "web_push").data.juliet[sub.endpoint];
+		world.queue_full = true;
+		host:offline("juliet", message("d"));
+		world.queue_full = false;
+		world:advance(5);
+		host.api:hook("web_push/push", function () return true; end);
+		host:offline("juliet", message("e"));
+		world:advance(5);
+		assert.same(renewed, world:store(HOST, "web_push").data.juliet[sub.endpoint]);
+		assert.equal(0, renewed.errors);
+		assert.equal(1, world.metrics[HOST .. "/pushes_expired"]);
+	end);
+
+	it("are counted in a row only: a delivery in between starts again", function ()
+		local world, host = setup({ push_max_errors = 2 });
+		local sub = offline_juliet(host);
+		local outcomes = { "failed", "delivered", "failed", "delivered", "failed" };
+		for i, outcome in ipairs(outcomes) do
+			host:offline("juliet", message("m" .. i));
+			world:advance(5);
+			world:answer(last_push(world, sub), outcome, { status = outcome == "failed" and 500 or 201 });
+		end
+		assert.equal(1, stored(world, sub).errors);
+	end);
+
 	it("keep their count across a restart", function ()
 		local world, host = setup({ push_max_errors = 2 });
 		local sub = offline_juliet(host);
 		host:offline("juliet", message());
-		world:answer(last_push(world, sub), "rejected", { status = 400 });
+		world:answer(last_push(world, sub), "failed", { status = 400 });
 		host = assert(host:reload());
 		host:offline("juliet", message("two"));
-		world:answer(last_push(world, sub), "rejected", { status = 400 });
+		world:answer(last_push(world, sub), "failed", { status = 400 });
 		assert.is_nil(stored(world, sub));
 	end);
 
@@ -268,7 +253,7 @@ describe("rejected pushes", function ()
 		for i = 1, 4 do
 			host:offline("juliet", message("m" .. i));
 			world:advance(5);
-			world:answer(last_push(world, sub), "rejected", { status = 403, reason = "BadJwtToken" });
+			world:answer(last_push(world, sub), "failed", { status = 403, reason = "BadJwtToken" });
 		end
 		assert.equal(1, #world:log_lines("configuration", "warn"));
 		assert.equal(3, #world:log_lines("refused", "info"));
@@ -406,8 +391,7 @@ describe("unloading", function ()
 		local session = host:subscribed_session("juliet", "live");
 		host:ack_delayed(session, message("pending burst")); -- a batch timer
 		local other = host:subscribed_offline("juliet");
-		host:offline("juliet", message("1"));
-		world:answer(last_push(world, other), "retry", { status = 503 }); -- a retry timer
+		host:offline("juliet", message("1")); -- a job in the sender (queued, or waiting for a retry)
 		host:offline("juliet", message("2")); -- coalesced, waiting
 		local sender = host:sender();
 		local before = standin.deep_copy(world:store(HOST, "web_push").data);
@@ -415,11 +399,15 @@ describe("unloading", function ()
 		assert.is_true(sender.closed);
 		assert.equal(0, world:open_watchers());
 		assert.equal(0, world:task_count());
-		for event in pairs(host.events._handlers) do
-			local handlers = host.events.get_handlers(event);
-			assert.truthy(not handlers or #handlers == 0, event .. " still hooked");
+		for _, events in ipairs({ host.events, world.global_events }) do
+			for event in pairs(events._handlers) do
+				local handlers = events.get_handlers(event);
+				assert.truthy(not handlers or #handlers == 0, event .. " still hooked");
+			end
 		end
 		assert.same(before, world:store(HOST, "web_push").data);
+		-- Both messages, to both subscriptions, are kept for the next load.
+		assert.equal(4, #world:store(HOST, "web_push_pending").data[""].jobs);
 		-- Results that arrive late are nobody's business.
 		world:answer(last_push(world, other), "gone", { status = 410 });
 		assert.truthy(stored(world, other));
@@ -463,7 +451,7 @@ describe("logs", function ()
 		host:close(session);
 		local secret = "the secret message text";
 		host:offline("juliet", message(secret));
-		local outcomes = { { "delivered", 201 }, { "gone", 410 }, { "retry", 429 }, { "rejected", 403 } };
+		local outcomes = { { "delivered", 201 }, { "gone", 410 }, { "failed", 429 }, { "failed", 403 } };
 		for i, outcome in ipairs(outcomes) do
 			world:answer(last_push(world, subs[i]), outcome[1], { status = outcome[2], reason = "HTTP " .. outcome[2] });
 		end

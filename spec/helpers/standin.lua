@@ -1,16 +1,21 @@
 -- A stand-in of the parts of Prosody that mod_web_push touches, for busted specs.
 --
 -- Real parts: Prosody's own util modules (util.stanza, util.events, util.cache, util.json,
--- util.hashes, util.watchdog...) from /usr/lib/prosody, and the native library built by `make`
--- (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by one whose
--- answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua), a manual clock that
--- drives every timer, keyval storage in memory that can be made to fail, sessions, mod_smacks'
--- hibernation watchdog, and net.server's watchfd.
+-- util.hashes, util.watchdog, util.async...) from /usr/lib/prosody, and the native library built
+-- by `make` (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by
+-- one that follows the native API v2 (fake_sender.lua: final outcomes, cancel, export, resume)
+-- and whose answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
+-- events, a manual clock that drives every timer, keyval storage in memory that can be made to
+-- fail, sessions, accounts (usermanager, 0.12's or 13's with disabled accounts), mod_smacks'
+-- hibernation watchdog, net.server's watchfd, and mod_pep (pep.lua: real util.pubsub services,
+-- through module:depends, handle_items and hook_object_event).
 package.path = "/usr/lib/prosody/?.lua;" .. package.path;
 package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
 
 local st = require "util.stanza";
+local jid_lib = require "util.jid";
 local events_lib = require "util.events";
+local pep_lib = require "pep";
 local json = require "util.json";
 local base64 = require "util.encodings".base64;
 local random = require "util.random";
@@ -19,6 +24,8 @@ local xml = require "util.xml";
 local M = {};
 
 M.MODULE_FILE = "lua/mod_web_push.lua";
+-- module:require loads <name>.lib.lua from the module's folder, as Prosody does.
+M.MODULE_DIR = M.MODULE_FILE:match("^(.*/)") or "./";
 M.NATIVE_FILE = "build/mod_web_push/web_push.so";
 M.PROSODY13_WATCHDOG = ".cache/prosody13/root/usr/lib/prosody/util/watchdog.lua";
 M.NS = "urn:xmpp:webpush:0";
@@ -45,6 +52,15 @@ function M.parse(text)
 	return assert(xml.parse(text));
 end
 
+-- What the native library of API v2 says in `limits`, for a library built before it.
+M.LIMITS = { workers = { 1, 64 }, queue_size = { 1, 1000000 }, timeout = { 0.1, 600 }, ttl = { 0, 2592000 }, payload = 3000 };
+
+-- The test-only functions: in `testing` from API v2 on, on the main table before.
+function M.testing()
+	local native = M.native();
+	return native.testing or native;
+end
+
 local function deep_copy(value)
 	if type(value) ~= "table" then return value; end
 	local copy = {};
@@ -59,7 +75,9 @@ M.deep_copy = deep_copy;
 local World = {};
 World.__index = World;
 
--- options: watchdog = "0.12" | "13" | "13-standin"; no_watchfd = true; process_type = "prosodyctl"
+-- options: watchdog = "0.12" | "13" | "13-standin"; no_watchfd = true; process_type = "prosodyctl";
+-- accounts = "0.12" | "13" (13's usermanager knows disabled accounts); no_pep = true (mod_pep
+-- cannot be loaded)
 function M.world(options)
 	options = options or {};
 	local w = setmetatable({
@@ -77,12 +95,83 @@ function M.world(options)
 		loadlib_calls = {},
 		options = options,
 		native = M.native(),
+		global_events = events_lib.new(),
+		disabled_accounts = {},
+		cancels = {},
+		host_items = {}, -- host -> kind -> { item, ... }
+		peps = {},
+		depends = {},
+		parse = M.parse,
 	}, World);
 	w.prosody = {
 		hosts = {}, process_type = options.process_type or "prosody",
-		full_sessions = {}, bare_sessions = {},
+		full_sessions = {}, bare_sessions = {}, events = w.global_events,
 	};
 	return w;
+end
+
+-- Wall-clock seconds (util.time.now) at this world's clock.
+function World:wall_clock()
+	return self.epoch + (self.clock - 1000);
+end
+
+function World:fire_global(event, data)
+	return self.global_events.fire_event(event, data);
+end
+
+-- module:add_item / remove_item of a module on `host` (mod_pep's "pep-service" items).
+function World:add_host_item(host, kind, item)
+	self.host_items[host] = self.host_items[host] or {};
+	local items = self.host_items[host][kind] or {};
+	self.host_items[host][kind] = items;
+	items[#items + 1] = item;
+	self.prosody.hosts[host].events.fire_event("item-added/" .. kind, { item = item });
+end
+
+function World:remove_host_item(host, kind, service)
+	local items = (self.host_items[host] or {})[kind] or {};
+	for i, item in ipairs(items) do
+		if item.service == service then
+			table.remove(items, i);
+			self.prosody.hosts[host].events.fire_event("item-removed/" .. kind, { item = item });
+			return;
+		end
+	end
+end
+
+-- mod_pep on a host (made on first use, as module:depends loads it).
+function World:pep(host)
+	local pep = self.peps[host];
+	if not pep then
+		pep = pep_lib.new(self, host);
+		self.peps[host] = pep;
+	end
+	return pep;
+end
+
+-- core.usermanager: 0.12's knows no disabled accounts; 13's user_is_enabled reads the account.
+function World:usermanager_module()
+	local w = self;
+	local um = {};
+	if self.options.accounts == "13" then
+		function um.user_is_enabled(user, host)
+			return not w.disabled_accounts[user .. "@" .. host];
+		end
+	end
+	return um;
+end
+
+-- Prosody stops: server-stopping fires inside its main thread runner (util.startup, mod_posix's
+-- signal handlers), where a handler may wait. Returns the runner: "waiting" while one does.
+function World:stop_server(reason)
+	local async = require "util.async";
+	local w = self;
+	local runner = async.runner(function ()
+		w:fire_global("server-stopping", { reason = reason or "stand-in shutdown" });
+		w.stopped = true;
+	end);
+	runner:run(true);
+	return runner;
 end
 
 -- Timers (util.timer's contract: callback(now, id, param), a number returned runs it again).
@@ -213,7 +302,7 @@ function World:require_for_module(name)
 	if name == "util.time" then
 		local w = self;
 		return {
-			now = function () return w.epoch + (w.clock - 1000); end;
+			now = function () return w:wall_clock(); end;
 			monotonic = function () return w.clock; end;
 		};
 	elseif name == "util.timer" or name == "prosody.util.timer" then
@@ -222,6 +311,8 @@ function World:require_for_module(name)
 		return self:watchdog_module();
 	elseif name == "net.server" then
 		return self:server_module();
+	elseif name == "core.usermanager" or name == "prosody.core.usermanager" then
+		return self:usermanager_module();
 	elseif name == "core.storagemanager" then
 		local w = self;
 		return { initialize_host = function (host) w.initialized = host; end };
@@ -259,89 +350,34 @@ function Store:set(user, value)
 end
 
 --------------------------------------------------------------------------------------------------
--- The fake sender around the real library: jobs are checked and encrypted for real, and
--- answered when the spec says so.
+-- The native sender: spec/helpers/fake_sender.lua (API v2's semantics, answers chosen by the specs).
 
-local Sender = {};
-Sender.__index = Sender;
+local new_fake_sender = require "fake_sender".install(M);
 
 function World:new_sender(options)
-	assert(type(options) == "table", "options must be a table");
-	local ok, err = self.native.public_key(options.private_key);
-	if not ok then return nil, err; end
-	ok, err = self.native.check_subject(options.subject);
-	if not ok then return nil, err; end
-	local sender = setmetatable({
-		world = self, host = self.loading_host, options = options, jobs = {}, results = {}, next_id = 0, closed = false,
-		fd_number = 100 + #self.senders,
-	}, Sender);
-	self.senders[#self.senders + 1] = sender;
-	return sender;
+	local sender, err = new_fake_sender(self, options);
+	if sender then self.senders[#self.senders + 1] = sender; end
+	return sender, err;
 end
 
-local urgencies = { ["very-low"] = true, low = true, normal = true, high = true };
-
--- The native sender's arguments, kept as a table for the specs to look at.
-function Sender:push(endpoint, p256dh, auth, payload, ttl, urgency, topic)
-	if self.closed then return nil, "sender closed"; end
-	if self.world.queue_full then return nil, "queue full"; end
-	local job = { endpoint = endpoint, p256dh = p256dh, auth = auth, payload = payload, ttl = ttl, urgency = urgency, topic = topic };
-	for _, field in ipairs({ "endpoint", "p256dh", "auth" }) do
-		if type(job[field]) ~= "string" then return nil, field .. " is missing"; end
-	end
-	local plaintext = job.payload;
-	if type(plaintext) == "table" then plaintext = json.encode(plaintext); end
-	if type(plaintext) ~= "string" then return nil, "payload is missing"; end
-	if job.ttl ~= nil and (type(job.ttl) ~= "number" or job.ttl < 0 or job.ttl > 30 * 86400) then
-		return nil, "ttl must be between 0 and 2592000";
-	end
-	if job.urgency ~= nil and not urgencies[job.urgency] then return nil, "urgency must be very-low, low, normal or high"; end
-	if job.topic ~= nil and not (type(job.topic) == "string" and job.topic:match("^[A-Za-z0-9]+$") and #job.topic <= 32) then
-		return nil, "topic must be 1 to 32 characters of A-Z, a-z, 0-9";
-	end
-	local body, err = self.world.native.encrypt(job.p256dh, job.auth, plaintext);
-	if not body then return nil, err; end
-	self.next_id = self.next_id + 1;
-	local record = {
-		id = self.next_id, job = deep_copy(job), plaintext = plaintext, body = body,
-		at = self.world.clock, sender = self,
-	};
-	self.jobs[#self.jobs + 1] = record;
-	self.world.all_jobs = self.world.all_jobs or {};
-	self.world.all_jobs[#self.world.all_jobs + 1] = record;
-	return record.id;
-end
-
-function Sender:fd() return self.fd_number; end
-
-function Sender:drain(handler)
-	assert(type(handler) == "function", "drain takes a handler");
-	local results = self.results;
-	self.results = {};
-	local first_error;
-	for _, r in ipairs(results) do
-		local ok, err = pcall(handler, r.id, r.outcome, r.status, r.retry_after, r.reason, r.elapsed);
-		if not ok then first_error = first_error or err; end
-	end
-	if first_error then error(first_error, 0); end
-	return #results;
-end
-
-function Sender:stats()
-	return { queued = 0, in_flight = 0, pushed = #self.jobs, refused = 0 };
-end
-
-function Sender:close() self.closed = true; end
-
--- The push service's answer to a job: outcome "delivered" | "gone" | "retry" | "rejected" |
--- "network", with extra fields (status, retry_after, reason).
-function World:answer(record, outcome, extra)
-	local result = { id = record.id, outcome = outcome, elapsed = self.clock - record.at, reason = outcome };
-	for k, v in pairs(extra or {}) do result[k] = v; end
+-- A result is ready: into the sender's queue, and the fd is readable.
+function World:signal(record, result)
+	result.id = record.id;
+	result.elapsed = result.elapsed or (self.clock - record.at);
+	result.reason = result.reason or result.outcome;
 	local sender = record.sender;
 	sender.results[#sender.results + 1] = result;
 	if self.options.no_watchfd then return; end
 	self:readable(sender.fd_number);
+end
+
+-- The final outcome of a job: "delivered" | "gone" | "failed" | "expired" | "refused", with
+-- extra fields (status, reason, attempts).
+function World:answer(record, outcome, extra)
+	local result = { outcome = outcome, attempts = 1 };
+	for k, v in pairs(extra or {}) do result[k] = v; end
+	record.final = outcome;
+	self:signal(record, result);
 end
 
 --------------------------------------------------------------------------------------------------
@@ -362,7 +398,8 @@ end
 function World:make_api(host)
 	local w = self;
 	local events = (self.prosody.hosts[host] or { events = events_lib.new() }).events;
-	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, loaded = true };
+	local api = { name = "web_push", host = host, path = M.MODULE_FILE, hooks = {}, global_hooks = {}, object_hooks = {},
+		loaded = true };
 	function api:log(level, fmt, ...) w:log(host .. ":web_push", level, fmt, ...); end
 	function api:get_host_type() return w.prosody.hosts[host] and w.prosody.hosts[host].type or "global"; end
 	function api:get_directory() return "build/mod_web_push"; end
@@ -399,6 +436,41 @@ function World:make_api(host)
 	end
 	function api:unhook(event, handler)
 		events.remove_handler(event, handler);
+	end
+	function api:hook_global(event, handler, priority)
+		w.global_events.add_handler(event, handler, priority);
+		self.global_hooks[#self.global_hooks + 1] = { event, handler };
+	end
+	-- Prosody removes these at unload too.
+	function api:hook_object_event(object, event, handler, priority)
+		object.add_handler(event, handler, priority);
+		self.object_hooks[#self.object_hooks + 1] = { object, event, handler };
+	end
+	function api:unhook_object_event(object, event, handler)
+		object.remove_handler(event, handler);
+	end
+	-- Prosody's: the item-added/removed events, and the items already there.
+	function api:handle_items(kind, added, removed, existing)
+		self:hook("item-added/" .. kind, added);
+		self:hook("item-removed/" .. kind, removed);
+		if existing ~= false then
+			for _, item in ipairs((w.host_items[host] or {})[kind] or {}) do added({ item = item }); end
+		end
+	end
+	-- Loads another module: only mod_pep is stood in.
+	function api:depends(name)
+		w.depends[#w.depends + 1] = { host = host, name = name };
+		if name ~= "pep" or w.options.no_pep then
+			error(("Unable to load required module, mod_%s: stand-in has none"):format(name));
+		end
+		return w:pep(host);
+	end
+	-- Prosody's loader: <name>.lib.lua from the module's folder, run in the module's environment,
+	-- on every call.
+	function api:require(name)
+		local chunk, err = loadfile(M.MODULE_DIR .. name .. ".lib.lua", "t", self.environment);
+		if not chunk then error("Failed to load plugin library '" .. name .. "', error: " .. tostring(err)); end
+		return chunk();
 	end
 	function api:fire_event(...)
 		return events.fire_event(...);
@@ -458,6 +530,16 @@ function World:virtual_host(host, options)
 	return host;
 end
 
+-- The native library as the module sees it: the real one, with the fake sender (and `limits` when
+-- the library predates API v2).
+function World:native_for_module(new_sender)
+	local w = self;
+	local lib = setmetatable({}, { __index = w.native });
+	lib.limits = w.native.limits or M.LIMITS;
+	lib.new_sender = new_sender or function (opts) return w:new_sender(opts); end;
+	return lib;
+end
+
 -- Loads the module on a host, as modulemanager does: a fresh environment over _G with `module`.
 function World:load(host, options)
 	if not self.prosody.hosts[host] then self:virtual_host(host, options); end
@@ -472,11 +554,7 @@ function World:load(host, options)
 			loadlib = function (path, symbol)
 				w.loadlib_calls[#w.loadlib_calls + 1] = { path = path, symbol = symbol };
 				if w.native_missing then return nil, "stand-in: cannot open " .. path; end
-				return function ()
-					local lib = setmetatable({}, { __index = w.native });
-					lib.new_sender = function (opts) return w:new_sender(opts); end;
-					return lib;
-				end;
+				return function () return w:native_for_module(); end;
 			end;
 		}, { __index = package }),
 	}, { __index = _G });
@@ -500,12 +578,20 @@ function Host:unload()
 	local api = self.api;
 	if api.unload then api.unload(); end
 	for _, hook in ipairs(api.hooks) do self.events.remove_handler(hook[1], hook[2]); end
+	for _, hook in ipairs(api.global_hooks) do self.world.global_events.remove_handler(hook[1], hook[2]); end
+	for _, hook in ipairs(api.object_hooks) do hook[1].remove_handler(hook[2], hook[3]); end
 	api.loaded = false;
 end
 
+-- As modulemanager reloads: module.save, unload, load, module.restore with what save returned.
 function Host:reload()
+	local api = self.api;
+	local saved = api.save and api.save();
+	api.reloading = true;
 	self:unload();
-	return self.world:load(self.host);
+	local handle, err = self.world:load(self.host);
+	if handle and handle.api.restore then handle.api.restore(saved or {}); end
+	return handle, err;
 end
 
 function Host:sender()
@@ -519,7 +605,7 @@ function Host:fire(event, data)
 	return self.events.fire_event(event, data);
 end
 
--- A c2s session of a user (resource bound).
+-- A c2s session of a user (resource bound, with sessionmanager's resource-bind event).
 function Host:session(user, resource)
 	resource = resource or "web";
 	local prosody_host = self.world.prosody.hosts[self.host];
@@ -536,7 +622,36 @@ function Host:session(user, resource)
 	function session.send(stanza) session.sent[#session.sent + 1] = stanza; return true; end
 	function session.log(level, fmt, ...) w:log(session.full_jid, level, fmt, ...); end
 	account.sessions[resource] = session;
+	self:fire("resource-bind", { session = session });
 	return session;
+end
+
+-- Account events, as usermanager fires them on Prosody's global events (deletion in this process:
+-- in-band, the shell, 13's prosodyctl) and mod_register_ibr on the host.
+function Host:delete_user(user, host)
+	return self.world:fire_global("user-deleted", { username = user, host = host or self.host });
+end
+
+function Host:register_user(user)
+	return self:fire("user-registered", { username = user, host = self.host, source = "mod_register" });
+end
+
+-- Prosody 13's usermanager (world option accounts = "13").
+function Host:disable_user(user)
+	self.world.disabled_accounts[user .. "@" .. self.host] = true;
+	return self.world:fire_global("user-disabled", { username = user, host = self.host });
+end
+
+function Host:enable_user(user)
+	self.world.disabled_accounts[user .. "@" .. self.host] = nil;
+	return self.world:fire_global("user-enabled", { username = user, host = self.host });
+end
+
+-- What deletion in another process leaves: storagemanager.purge of the account, no event here.
+function World:purge(user, host)
+	for key, store in pairs(self.stores) do
+		if key:sub(1, #(host or M.HOST) + 1) == (host or M.HOST) .. "/" then store.data[user] = nil; end
+	end
 end
 
 -- The session ends (resource unbound), as sessionmanager does.
@@ -683,6 +798,21 @@ end
 -- mod_message found no session: mod_offline's event.
 function Host:offline(user, stanza)
 	return self:fire("message/offline/handle", { origin = { type = "s2sin" }, username = user, stanza = stanza });
+end
+
+-- A stanza one of the user's clients sends, as stanza_router fires it before routing:
+-- "pre-message/bare" or "pre-message/full" on the session's host.
+function Host:outgoing(session, stanza)
+	stanza.attr.from = session.full_jid;
+	local node, _, resource = jid_lib.split(stanza.attr.to);
+	local to_type = node and (resource and "/full" or "/bare") or "/host";
+	return self:fire("pre-" .. stanza.name .. to_type, { origin = session, stanza = stanza });
+end
+
+-- A presence routed to one of the user's sessions.
+function Host:presence_to(session, stanza)
+	stanza.attr.to = session.full_jid;
+	return self:fire("presence/full", { origin = { type = "component" }, stanza = stanza });
 end
 
 -- mod_mam archived a message for a user.

@@ -71,11 +71,11 @@ def make_prosody(tmp_path, pg_cluster, request):
     accounts. Stopped after the test; its log must show no Lua error."""
     started = []
 
-    def make(options=None, users=("alice", "bob"), modules=None, start=True):
+    def make(options=None, users=("alice", "bob"), modules=None, start=True, components=None):
         workdir = tmp_path / f"prosody{len(started)}"
         workdir.mkdir()
         backend = Backend(STORAGE, str(workdir), pg_cluster)
-        prosody = Prosody(str(workdir), VERSION, backend.config, options, modules)
+        prosody = Prosody(str(workdir), VERSION, backend.config, options, modules, components)
         prosody.backend = backend
         started.append(prosody)
         for user in users:

@@ -70,8 +70,9 @@ async def test_ttl_option(world):
 
 async def test_groupchat_message_to_bare_jid_is_pushed(world):
     """A groupchat message addressed to the account's bare JID (what a MUC sends to an offline
-    member) reaches message/bare/groupchat: one push."""
-    w = world()
+    member) reaches message/bare/groupchat: one push. (Every group chat message pushes with
+    web_push_groupchat = "all"; the default, mentions only, is test_notify.py's.)"""
+    w = world({"web_push_groupchat": "all"})
     subscription, key = await offline_bob(w)
     alice = await w.client("alice")
     w.send(alice, BOB, "in the room", mtype="groupchat")

@@ -61,11 +61,13 @@ class Prosody:
 
     host = HOST
 
-    def __init__(self, workdir, version, storage_config, options=None, modules=None):
+    def __init__(self, workdir, version, storage_config, options=None, modules=None, components=None):
         self.workdir = workdir
         self.version = version
         self.options = dict(options or {})
         self.modules = list(modules or BASE_MODULES)
+        # host -> component module, e.g. {"conference.localhost": "muc"} for group chats
+        self.components = dict(components or {})
         self.storage_config = storage_config
         self.port = free_port()
         self.process = None
@@ -112,6 +114,8 @@ class Prosody:
                 continue
             lines.append(f"{key} = {lua_value(value)}")
         lines.append(f'VirtualHost "{HOST}"')
+        for component, module in self.components.items():
+            lines.append(f'Component "{component}" "{module}"')
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 

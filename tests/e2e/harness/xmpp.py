@@ -24,14 +24,15 @@ class Client(slixmpp.ClientXMPP):
     TCP connection leaves a hibernated session on the server (what a web client in a closed tab or
     on a sleeping phone leaves)."""
 
-    def __init__(self, jid, password=PASSWORD, smacks=False):
+    def __init__(self, jid, password=PASSWORD, smacks=False, plugins=()):
         # Loopback without TLS: SCRAM works unencrypted and sends no password in the clear.
         super().__init__(jid, password, plugin_config={"feature_mechanisms": {"unencrypted_scram": True}})
         self.enable_starttls = False
         self.enable_direct_tls = False
         self.enable_plaintext = True
         self.smacks = smacks
-        for plugin in ("xep_0030", "xep_0199"):
+        # `plugins`: more of slixmpp's XEP plugins (group chats, bookmarks, markers...).
+        for plugin in ("xep_0030", "xep_0199", *plugins):
             self.register_plugin(plugin)
         if smacks:
             self.register_plugin("xep_0198")
@@ -142,9 +143,9 @@ class Client(slixmpp.ClientXMPP):
         await asyncio.sleep(0)
 
 
-async def connect(prosody, user, smacks=False, presence=True, resource=None):
+async def connect(prosody, user, smacks=False, presence=True, resource=None, plugins=()):
     jid = f"{user}@{prosody.host}/{resource or 'e2e-' + user}" if "@" not in user else user
-    return await Client(jid, smacks=smacks).online(prosody.port, presence=presence)
+    return await Client(jid, smacks=smacks, plugins=plugins).online(prosody.port, presence=presence)
 
 
 def escape(text):

@@ -15,7 +15,12 @@ TEST_DEBS  := lua5.4 lua-busted lua-check prosody python3-venv
 
 .PHONY: all deps test test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
 
-all: $(OUT)/web_push.so $(OUT)/mod_web_push.lua
+# The module's Lua libraries (lua/*.lib.lua, loaded with module:require) and the web client files
+# it serves over HTTP (web/, DESIGN.md "Web client files"), beside mod_web_push.lua.
+LUA_LIBS := $(patsubst lua/%,$(OUT)/%,$(wildcard lua/*.lib.lua))
+WEB_FILES := $(OUT)/web/sw.js $(OUT)/web/converse-web-push.js
+
+all: $(OUT)/web_push.so $(OUT)/mod_web_push.lua $(LUA_LIBS) $(WEB_FILES)
 
 deps:
 	@tools/deps.sh $(BUILD_DEBS) $(TEST_DEBS)
@@ -31,6 +36,14 @@ $(OUT)/web_push.so: $(LIB)
 $(OUT)/mod_web_push.lua: lua/mod_web_push.lua
 	@mkdir -p $(OUT)
 	cp lua/mod_web_push.lua $@
+
+$(OUT)/%.lib.lua: lua/%.lib.lua
+	@mkdir -p $(OUT)
+	cp $< $@
+
+$(OUT)/web/%.js: web/%.js
+	@mkdir -p $(OUT)/web
+	cp $< $@
 
 test: deps all lint test-rust test-spec test-native test-e2e test-browser
 	@echo "make test: every suite passed"
@@ -66,6 +79,9 @@ install: all
 	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push
 	install -m 0644 $(OUT)/mod_web_push.lua $(DESTDIR)$(MODULES_DIR)/mod_web_push/mod_web_push.lua
 	install -m 0755 $(OUT)/web_push.so $(DESTDIR)$(MODULES_DIR)/mod_web_push/web_push.so
+	$(if $(LUA_LIBS),install -m 0644 $(LUA_LIBS) $(DESTDIR)$(MODULES_DIR)/mod_web_push/)
+	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push/web
+	install -m 0644 $(WEB_FILES) $(DESTDIR)$(MODULES_DIR)/mod_web_push/web/
 	@echo "Installed into $(DESTDIR)$(MODULES_DIR)/mod_web_push"
 
 clean:

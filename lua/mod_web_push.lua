@@ -1372,6 +1372,9 @@ else
 	end);
 end
 
+-- The web client files (service worker, Converse.js plugin) over Prosody's HTTP server.
+module:require "web_files".serve(module:get_directory() .. "/web");
+
 -- After a reload, sessions keep their ties (plain data); hibernating ones get their extension
 -- back unless they already had their push.
 for _, account in pairs(host_sessions) do

@@ -8,7 +8,8 @@
 --     module:require "web_files".serve(module:get_directory() .. "/web");
 --
 -- module:require runs this file in the module's environment, so `module` is the host's module.
--- The path is the HTTP app "web_push" (admins move it with http_paths = { web_push = "/..." }).
+-- The path is the HTTP app "web_push" (admins move it with http_paths = { web_push = "/..." }). They
+-- are served whenever Prosody's HTTP server runs on the host.
 -- The files are read once, at load: an upgraded module serves its new files after a reload or
 -- restart, like its Lua code. Browsers revalidate them on every use (no-cache, with an ETag), so
 -- they pick the new ones up at once, without a stale copy in a cache.
@@ -81,7 +82,9 @@ local function serve(directory)
 		module:log("warn", "No web client files in %s; nothing served over HTTP", directory);
 		return;
 	end
-	module:depends("http");
+	-- No module:depends("http"): loading mod_web_push must not open HTTP ports by itself. A server
+	-- with a web client runs Prosody's HTTP server anyway (mod_websocket, mod_bosh or
+	-- mod_http_files load mod_http), which then serves these routes too.
 	module:provides("http", { name = "web_push", default_path = "/web_push", route = route });
 	module:log("debug", "Serving %s over HTTP", table.concat(served, ", "));
 end

@@ -327,11 +327,13 @@
                     }
                     await rememberPage(registration, key);
                     await sendEnable(subscription);
+                    writeChoice(jid, { enabled: true, endpoint: subscription.endpoint, key });
+                    state.set({ enabled: true, problem: null });
+                    // Should this not get through, the push service answers the server's next push
+                    // there with 410 and the server forgets it all the same.
                     if (choice.endpoint && choice.endpoint !== subscription.endpoint) {
                         await sendDisable(choice.endpoint);
                     }
-                    writeChoice(jid, { enabled: true, endpoint: subscription.endpoint, key });
-                    state.set({ enabled: true, problem: null });
                     return true;
                 }
 
@@ -352,15 +354,18 @@
                     state.set({ enabled: false, problem: null });
                 }
 
-                // Runs a step for the logged-in account, with the switch busy meanwhile.
+                // Runs a step for the logged-in account, with the switch busy from now until every
+                // step asked for is done.
+                let pending = 0;
                 function change(step) {
                     const jid = state.get('jid');
                     const key = state.get('server_key');
                     if (!jid || !key) return Promise.resolve();
+                    pending += 1;
+                    state.set({ busy: true });
                     return serially(async () => {
-                        if (state.get('jid') !== jid) return;
-                        state.set({ busy: true });
                         try {
+                            if (state.get('jid') !== jid) return;
                             await step(jid, key);
                         } catch (e) {
                             log.error(`${PLUGIN_NAME}: ${e}`);
@@ -369,7 +374,8 @@
                                 problem: `${__('Could not change notifications:')} ${e.message || e}`,
                             });
                         } finally {
-                            state.set({ busy: false });
+                            pending -= 1;
+                            state.set({ busy: pending > 0 });
                         }
                     });
                 }

@@ -431,8 +431,9 @@
                     }
                 }
 
-                api.listen.on('connected', () => onLogin());
-                api.listen.on('reconnected', () => onLogin());
+                const login = () => onLogin().catch((e) => log.error(`${PLUGIN_NAME}: ${e}`));
+                api.listen.on('connected', login);
+                api.listen.on('reconnected', login);
                 api.listen.on('logout', () => state.set({ jid: null, available: false, asking: false }));
 
                 if (browser_supported()) {

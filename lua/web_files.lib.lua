@@ -75,7 +75,7 @@ local function serve(directory)
 			route["GET /" .. name] = file_handler(content, name == "sw.js");
 			served[#served + 1] = name;
 		else
-			module:log("error", "Cannot serve the web client file %s: %s", name, err);
+			module:log("warn", "Cannot serve the web client file %s: %s", name, err);
 		end
 	end
 	if not served[1] then

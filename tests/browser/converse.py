@@ -128,9 +128,14 @@ class Converse:
             f"return document.querySelector('{SWITCH}').checked;", sandbox=None)
 
     def close_tab(self):
-        """What closing the tab does to the page: it is gone, its WebSocket closed without a
-        goodbye."""
-        self.client.navigate("about:blank")
+        """Closes the tab (another one takes its place): the page is gone, its WebSocket closed
+        without a goodbye, and its sessionStorage with it, so the next visit logs in afresh
+        rather than resuming the hibernated session."""
+        old = self.client.current_window_handle
+        new = self.client.open(type="tab", focus=True)["handle"]
+        self.client.switch_to_window(old)
+        self.client.close()
+        self.client.switch_to_window(new)
 
     # -- what the browser holds -------------------------------------------------------------------
 

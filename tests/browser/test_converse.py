@@ -289,3 +289,42 @@ def test_the_worker_shows_tags_and_declarative_payloads(browser, make_converse_p
     converse.close_notifications()
     shown = push(b"not json", 4)
     assert [(n["title"], n["body"], n["tag"]) for n in shown] == [("New message", "New message", "converse-web-push")]
+
+
+UNSUBSCRIBE = """
+const resolve = arguments[arguments.length - 1];
+navigator.serviceWorker.getRegistration(arguments[0])
+    .then((registration) => registration.pushManager.getSubscription())
+    .then((subscription) => subscription.unsubscribe())
+    .then(resolve, (error) => resolve(String(error)));
+"""
+
+
+def test_a_lost_subscription_is_replaced_at_the_next_login(browser, make_converse_prosody):
+    """The browser lost the subscription (site data cleared, the push service dropped it): the
+    next login subscribes again by itself, enables the new endpoint and disables the old one."""
+    prosody = make_converse_prosody(VERSIONS[-1])
+    juliet = f"juliet@{prosody.host}"
+    converse = Converse(browser, prosody.origin)
+    turn_on_when_asked(converse, juliet)
+    converse.close_tab()
+    old_endpoint = converse.registration(juliet)["endpoint"]
+    old_channel = browser.relay.channel_for(old_endpoint)
+    assert converse.client.execute_async_script(
+        UNSUBSCRIBE, script_args=(converse.scope(juliet),), sandbox=None, script_timeout=15000) is True
+    browser.loop.run(browser.relay.wait(lambda: old_channel.unregistered is not None, 10, "unregister"))
+
+    channels = set(browser.relay.channels)
+    converse.open()
+    converse.login(juliet, PASSWORD)
+    new_channel = wait_channel(browser, lambda c: c.channel_id not in channels, "a new subscription")
+    wait_log(prosody, FORGOTTEN, 1)
+    deadline = time.monotonic() + 10
+    while (converse.stored_choice(juliet) or {}).get("endpoint") == old_endpoint:
+        assert time.monotonic() < deadline, "the plugin still remembers the lost endpoint"
+        time.sleep(0.1)
+    converse.close_tab()
+    new_endpoint = converse.registration(juliet)["endpoint"]
+    assert browser.relay.channel_for(new_endpoint) is new_channel
+    push, _ = send_and_observe(browser, converse, prosody, new_endpoint, 1, juliet, {}, "Found again")
+    assert browser.relay.pushes_for(old_endpoint) == []

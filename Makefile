@@ -8,8 +8,10 @@ MODULES_DIR ?= /usr/local/lib/prosody/modules
 
 OUT := build/mod_web_push
 LIB := target/release/libweb_push.so
-# The module's own files: mod_web_push.lua and the libraries it loads with module:require.
+# The module's own files: mod_web_push.lua and the libraries it loads with module:require, and the
+# web client files it serves over HTTP (DESIGN.md "Web client files"), in web/ beside them.
 LUA_FILES := $(notdir $(wildcard lua/*.lua))
+WEB_FILES := $(notdir $(wildcard web/*.js))
 
 # What building and the unit tests need; the end-to-end and browser suites install their own.
 BUILD_DEBS := libssl-dev pkg-config liblua5.4-dev
@@ -17,7 +19,7 @@ TEST_DEBS  := lua5.4 lua-busted lua-check prosody python3-venv
 
 .PHONY: all deps test test-deps test-rust test-spec test-native test-e2e test-browser lint demo bench install clean
 
-all: $(OUT)/web_push.so $(addprefix $(OUT)/,$(LUA_FILES))
+all: $(OUT)/web_push.so $(addprefix $(OUT)/,$(LUA_FILES)) $(addprefix $(OUT)/web/,$(WEB_FILES))
 
 deps:
 	@tools/deps.sh $(BUILD_DEBS) $(TEST_DEBS)
@@ -32,6 +34,10 @@ $(OUT)/web_push.so: $(LIB)
 
 $(OUT)/%.lua: lua/%.lua
 	@mkdir -p $(OUT)
+	cp $< $@
+
+$(OUT)/web/%.js: web/%.js
+	@mkdir -p $(OUT)/web
 	cp $< $@
 
 test: deps all lint test-deps test-rust test-spec test-native test-e2e test-browser
@@ -72,6 +78,8 @@ install: all
 	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push
 	install -m 0644 $(addprefix $(OUT)/,$(LUA_FILES)) $(DESTDIR)$(MODULES_DIR)/mod_web_push/
 	install -m 0755 $(OUT)/web_push.so $(DESTDIR)$(MODULES_DIR)/mod_web_push/web_push.so
+	install -d $(DESTDIR)$(MODULES_DIR)/mod_web_push/web
+	install -m 0644 $(addprefix $(OUT)/web/,$(WEB_FILES)) $(DESTDIR)$(MODULES_DIR)/mod_web_push/web/
 	@echo "Installed into $(DESTDIR)$(MODULES_DIR)/mod_web_push"
 
 clean:

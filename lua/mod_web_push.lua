@@ -174,6 +174,9 @@ local handover = module:require("handover").new({
 	subscriptions = subscriptions; results = results; timers = timers; now = now;
 });
 
+-- The web client files (service worker, Converse.js plugin) over Prosody's HTTP server.
+module:require("web_files").serve(module:get_directory() .. "/web");
+
 results.start(schedule.finished);
 hibernation.resume_after_reload();
 handover.resume_kept();

@@ -93,6 +93,8 @@ function M.world(options)
 		senders = {},
 		watchers = {},
 		loadlib_calls = {},
+		depends = {},
+		provided = {},
 		options = options,
 		native = M.native(),
 		global_events = events_lib.new(),
@@ -478,6 +480,17 @@ function World:make_api(host)
 	function api:open_store(name, kind)
 		assert(kind == nil or kind == "keyval", "only keyval stores are stood in");
 		return w:store(self.host, name);
+	end
+	-- Prosody's module:require: <name>.lib.lua beside the module, run in the module's environment.
+	function api:require(name)
+		local file = M.MODULE_FILE:gsub("[^/]*$", "") .. name .. ".lib.lua";
+		return assert(loadfile(file, "t", self.environment))();
+	end
+	function api:depends(name)
+		w.depends[#w.depends + 1] = { host = host, name = name };
+	end
+	function api:provides(kind, item)
+		w.provided[#w.provided + 1] = { host = host, kind = kind, item = item };
 	end
 	function api:context(other)
 		local context = w:make_api_shell(other);

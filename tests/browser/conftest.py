@@ -3,6 +3,7 @@ instances started with the end-to-end suite's launcher (tests/e2e/harness), plus
 for the page."""
 
 import os
+import shutil
 import sys
 import time
 
@@ -69,11 +70,13 @@ def page(browser):
 
 @pytest.fixture
 def make_prosody(tmp_path, request):
-    """make_prosody(version, options) -> a started Prosody with juliet and romeo, mod_websocket on
-    an http port of 127.0.0.1 (`prosody.websocket_url`), and the module from build/."""
+    """make_prosody(version, options, modules) -> a started Prosody with juliet and romeo,
+    mod_websocket on an http port of 127.0.0.1 (`prosody.websocket_url`, `prosody.origin` the
+    http://localhost:PORT origin of that port), and the module from build/; `modules` are loaded
+    besides."""
     started = []
 
-    def make(version, options=None):
+    def make(version, options=None, modules=()):
         workdir = tmp_path / f"prosody-{version}"
         workdir.mkdir()
         http_port = free_port()
@@ -90,7 +93,8 @@ def make_prosody(tmp_path, request):
             "web_push_allow_insecure_endpoints": True,
         }
         settings.update(options or {})
-        prosody = Prosody(str(workdir), version, {"storage": "internal"}, settings, BASE_MODULES + ["websocket"])
+        prosody = Prosody(str(workdir), version, {"storage": "internal"}, settings,
+                          BASE_MODULES + ["websocket", *modules])
         started.append(prosody)
         for user in ("juliet", "romeo"):
             prosody.register(user)
@@ -98,6 +102,7 @@ def make_prosody(tmp_path, request):
         record_pid(prosody.process)
         wait_port("127.0.0.1", http_port, time.monotonic() + 10, alive=prosody.alive)
         prosody.websocket_url = f"ws://127.0.0.1:{http_port}/xmpp-websocket"
+        prosody.origin = f"http://localhost:{http_port}"
         return prosody
 
     try:
@@ -105,3 +110,38 @@ def make_prosody(tmp_path, request):
     finally:
         stop_and_check(started, request.node)
 
+
+
+@pytest.fixture
+def make_converse_prosody(make_prosody, tmp_path):
+    """make_converse_prosody(version, options) -> a Prosody that serves, on one origin
+    (`prosody.origin`), what the README's "With Converse.js" tells an admin to set up:
+    examples/converse.html at /, Converse.js (the pinned npm package's dist/) at /converse/ through
+    mod_http_files, mod_websocket, and mod_web_push with its plugin and service worker at
+    /web_push/. Also /blank.html, a page of that origin on which the test reads the browser's
+    state without Converse running."""
+
+    def make(version, options=None):
+        site = tmp_path / f"site-{version}"
+        site.mkdir()
+        shutil.copyfile(os.path.join(ROOT, "examples", "converse.html"), site / "index.html")
+        (site / "blank.html").write_text('<!DOCTYPE html><meta charset="utf-8"><title>blank</title>\n')
+        dist = os.path.join(HERE, "node_modules", "converse.js", "dist")
+        assert os.path.isfile(os.path.join(dist, "converse.min.js")), f"{dist} is missing (tests/browser/setup.sh installs it)"
+        os.symlink(dist, site / "converse")
+        settings = {"http_files_dir": str(site), "http_paths": {"files": "/"}}
+        settings.update(options or {})
+        return make_prosody(version, settings, modules=["http_files"])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def second_browser(loop, tmp_path_factory):
+    """Another Firefox profile with its own push relay: a second browser of the same user."""
+    browser = Browser(loop, str(tmp_path_factory.mktemp("firefox-2")))
+    try:
+        yield browser
+    finally:
+        browser.close()
+        assert not browser.trap.attempts, f"Firefox tried to reach beyond loopback: {browser.trap.attempts}"

@@ -230,6 +230,18 @@ class PushRelay:
         # A service worker that threw or rejected in its push handler (codes 301-303).
         self._event(f"nack {str(message.get('version'))[:8]}… code {message.get('code')}")
 
+    async def inject(self, endpoint, body):
+        """Hands Firefox `body` (already encrypted for the subscription) on the endpoint's
+        channel, as if an application server had POSTed it: for what a service worker does with
+        payloads the module does not send (yet). Returns the Push, whose ack_code Firefox sets."""
+        token = endpoint.rstrip("/").rsplit("/", 1)[-1]
+        push = Push(token=token, status=201, reason="injected by the test", body_length=len(body),
+                    received=time.monotonic(), version=uuid.uuid4().hex, data=b64url_encode(body))
+        self.pushes.append(push)
+        await self._deliver(push)
+        await self._notify()
+        return push
+
     async def _deliver(self, push):
         if not self.connected:
             self._undelivered.append(push)

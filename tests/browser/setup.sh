@@ -3,8 +3,8 @@
 #   - Debian: firefox-esr, npm, python3-venv;
 #   - Prosody 0.12 and 13 (13 unpacked in .cache/prosody13): the end-to-end suite's setup, reused;
 #   - a virtualenv at .venv-browser with requirements.txt;
-#   - strophe.js (package.json) in tests/browser/node_modules, with no lock file.
-# `setup.sh page` installs only what serving the demo page needs (npm, the virtualenv, strophe.js).
+#   - strophe.js and converse.js (package.json, pinned by package-lock.json) in tests/browser/node_modules.
+# `setup.sh page` installs only what serving the demo page needs (npm, the virtualenv, the npm packages).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -44,14 +44,14 @@ setup() {
 		cp "$here/requirements.txt" "$venv/browser-requirements.txt"
 	fi
 
-	# strophe.js at the version package.json pins; no lock file (it would name the registry).
-	local wanted have
-	wanted=$(sed -n 's/.*"strophe.js": *"\([^"]*\)".*/\1/p' "$here/package.json")
-	have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$here/node_modules/strophe.js/package.json" 2>/dev/null | head -1)
-	if [ "$have" != "$wanted" ]; then
-		log "installing strophe.js $wanted"
-		(cd "$here" && npm install --no-package-lock --no-audit --no-fund --loglevel=error) ||
-			{ echo "npm install failed" >&2; exit 1; }
+	# The npm packages the pages load (strophe.js, converse.js), exactly as package-lock.json pins
+	# them (versions and integrity hashes; the lock names no registry). A stamp says which lock
+	# node_modules was installed from.
+	if ! cmp -s "$here/package-lock.json" "$here/node_modules/.installed-lock.json"; then
+		log "installing the npm packages of package-lock.json"
+		(cd "$here" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+			{ echo "npm ci failed" >&2; exit 1; }
+		cp "$here/package-lock.json" "$here/node_modules/.installed-lock.json"
 	fi
 }
 

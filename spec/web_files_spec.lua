@@ -37,7 +37,9 @@ describe("web client files", function ()
 		assert.equal("web_push", app.name);
 		assert.equal("/web_push", app.default_path);
 		-- Loading mod_web_push must not open HTTP ports; mod_websocket or mod_bosh do that.
-		assert.same({}, world.depends);
+		for _, loaded in ipairs(world.depends) do
+			assert.not_equal("http", loaded.name);
+		end
 		local routes = {};
 		for route in pairs(app.route) do routes[#routes + 1] = route; end
 		table.sort(routes);

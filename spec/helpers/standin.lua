@@ -102,7 +102,6 @@ function M.world(options)
 		cancels = {},
 		host_items = {}, -- host -> kind -> { item, ... }
 		peps = {},
-		depends = {},
 		parse = M.parse,
 	}, World);
 	w.prosody = {
@@ -480,14 +479,6 @@ function World:make_api(host)
 	function api:open_store(name, kind)
 		assert(kind == nil or kind == "keyval", "only keyval stores are stood in");
 		return w:store(self.host, name);
-	end
-	-- Prosody's module:require: <name>.lib.lua beside the module, run in the module's environment.
-	function api:require(name)
-		local file = M.MODULE_FILE:gsub("[^/]*$", "") .. name .. ".lib.lua";
-		return assert(loadfile(file, "t", self.environment))();
-	end
-	function api:depends(name)
-		w.depends[#w.depends + 1] = { host = host, name = name };
 	end
 	function api:provides(kind, item)
 		w.provided[#w.provided + 1] = { host = host, kind = kind, item = item };
@@ -877,7 +868,7 @@ function World:pushes_for(sub)
 	local found = {};
 	for _, record in ipairs(self.all_jobs or {}) do
 		if record.job.endpoint == sub.endpoint and record.job.p256dh == sub.p256dh then
-			local plaintext = assert(self.native.decrypt(sub.private, sub.auth, record.body));
+			local plaintext = assert(M.testing().decrypt(sub.private, sub.auth, record.body));
 			record.notification = json.decode((plaintext:gsub("%s+$", "")));
 			record.json_size = #(plaintext:gsub("%s+$", ""));
 			found[#found + 1] = record;

@@ -8,6 +8,7 @@ The service worker (examples/service-worker.js) reports the JSON it got to the p
 import base64
 import json
 import os
+import re
 import time
 import uuid
 
@@ -159,8 +160,9 @@ def test_firefox_receives_what_the_module_sends(version, browser, page, make_pro
     got = page.wait_received(1)
     notification = dict(got[0]["notification"])
     # The sender's tag (one per conversation and subscription, opaque); the worker shows the
-    # notification under it, or under the account without one.
-    expected_tag = notification.pop("tag", juliet)
+    # notification under it.
+    expected_tag = notification.pop("tag", None)
+    assert expected_tag and re.fullmatch(r"[A-Za-z0-9_-]{22}", expected_tag), f"tag {expected_tag!r}"
     expected = expected_notification(juliet, str(romeo.boundjid), body, options)
     assert notification == expected, f"the service worker got {notification}, expected {expected}"
     shown = page.notifications()
@@ -326,6 +328,7 @@ def test_the_demo_page_by_hand(browser, make_prosody):
         assert time.monotonic() < deadline, "the demo page lists no push"
         time.sleep(0.1)
     listed = json.loads(client.find_element(By.CSS_SELECTOR, "#received li").text)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", listed.pop("tag", "")), "the push has no tag"
     assert listed == expected_notification(juliet, None, body, {"push_notification_with_body": True})
 
     status_after_click("disable", "Disabled:")

@@ -33,10 +33,12 @@ async function onPush(event) {
 		client.postMessage({ type: "web-push", notification });
 	}
 
+	// DESIGN.md: the sender's bare JID when the server sends it, else the account; the body, else
+	// a generic line.
 	const sender = notification["last-message-sender"];
-	const title = sender ? sender.split("/")[0] : "New message";
+	const title = sender ? sender.split("/")[0] : notification.account || "New message";
 	const options = {
-		body: notification["last-message-body"] || "",
+		body: notification["last-message-body"] || "New message",
 		// One notification per conversation (the server's tag), else per account: a newer push
 		// replaces the older one instead of stacking.
 		tag: notification.tag || notification.account || "xmpp",

@@ -87,7 +87,7 @@ def test_relay_and_worker_with_pywebpush(browser, page):
     got = page.wait_received(1)
     assert got == [{"type": "web-push", "notification": payload}]
     shown = page.notifications()
-    assert [(n["title"], n["tag"]) for n in shown] == [("New message", "selftest@localhost")], shown
+    assert [(n["title"], n["tag"]) for n in shown] == [("selftest@localhost", "selftest@localhost")], shown
 
     # The same endpoint, but keys Firefox does not have: it must refuse to decrypt.
     other = dict(subscription, keys=page_free_keys())

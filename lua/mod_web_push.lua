@@ -137,6 +137,8 @@ local schedule, hibernation; -- made below; a forgotten subscription's pushes an
 local subscriptions = module:require("subscriptions").new({
 	store = module:open_store("web_push");
 	is_enabled = account_enabled;
+	-- 0.12's prosodyctl deletes and registers accounts in its own process (13's goes through the shell).
+	changed_elsewhere = prosody.version ~= nil and prosody.version:match("^0%.12") ~= nil;
 	forgotten = function (user, endpoint)
 		hibernation.untie(user, endpoint);
 		schedule.drop(user, endpoint);
@@ -225,12 +227,16 @@ end
 local function on_offline_message(event)
 	local stanza = event.stanza;
 	local user = event.username or local_user(stanza.attr.to);
-	if user then schedule.push_stanza(user, stanza); end
+	if not user then return; end
+	subscriptions.recheck(user);
+	schedule.push_stanza(user, stanza);
 end
 
 local function on_groupchat_message(event)
 	local user = local_user(event.stanza.attr.to);
-	if user then schedule.push_stanza(user, event.stanza); end
+	if not user then return; end
+	subscriptions.recheck(user);
+	schedule.push_stanza(user, event.stanza);
 end
 
 -- Archived for an account that has sessions: to subscriptions not tied to one (calls to all).

@@ -19,7 +19,8 @@ local hashes = require "util.hashes";
 local CACHE_SIZE = 10000;
 
 -- options: store, is_enabled(user) -> false for a disabled account (nil: accounts are always
--- enabled), forgotten(user, endpoint) and renewed(user, endpoint) (what else goes with a
+-- enabled), changed_elsewhere (accounts may be deleted and registered by another process),
+-- forgotten(user, endpoint) and renewed(user, endpoint) (what else goes with a
 -- forgotten subscription, or with pushes made for the keys a subscription had before).
 local function new(options)
 	local store, is_enabled = options.store, options.is_enabled;
@@ -209,8 +210,20 @@ local function new(options)
 		end);
 	end
 
+	-- Before a push to an account without a session. Prosody 0.12's prosodyctl deletes and
+	-- registers accounts in a process of its own, which tells this one nothing: what is cached
+	-- for such an account may be the subscriptions of an earlier account of that name, so where
+	-- accounts can change that way (options.changed_elsewhere) they are read from storage again.
+	-- Accounts without subscriptions are not read again: they are the many, and a new account
+	-- of an old name starts without any.
+	local function recheck(user)
+		if not options.changed_elsewhere then return; end
+		local entry = entries:get(user);
+		if entry and next(entry.subs) ~= nil then entries:set(user, nil); end
+	end
+
 	return {
-		get = get, drop_cached = drop_cached, ref = ref, label = label,
+		get = get, drop_cached = drop_cached, recheck = recheck, ref = ref, label = label,
 		add = add, forget = forget, forget_all = forget_all,
 		count_failure = count_failure, clear_failures = clear_failures,
 	};

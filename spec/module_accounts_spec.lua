@@ -87,6 +87,27 @@ describe("an account deleted by another process", function ()
 		assert.equal(0, #world:pushes_for(old));
 	end);
 
+	it("is read from storage again before an offline push when its name was registered again there too", function ()
+		local world, host = setup();
+		local old = host:subscribed_offline("juliet");
+		host:offline("juliet", to_juliet("warms the cache"));
+		world:answer(world:last_push(old), "delivered", { status = 201 });
+		world:purge("juliet"); -- deleted, and registered again, by prosodyctl: no event here
+		host:offline("juliet", to_juliet("for the new owner"));
+		world:advance(60);
+		assert.equal(1, #world:pushes_for(old));
+	end);
+
+	it("is trusted from the cache on Prosody 13, whose prosodyctl goes through this process", function ()
+		local world, host = setup({}, { accounts = "13" });
+		local sub = host:subscribed_offline("juliet");
+		host:offline("juliet", to_juliet("warms the cache"));
+		world:answer(world:last_push(sub), "delivered", { status = 201 });
+		local reads = world:store(HOST, "web_push").reads;
+		host:offline("juliet", to_juliet("again"));
+		assert.equal(reads, world:store(HOST, "web_push").reads);
+	end);
+
 	it("is read from storage again when the account logs in, and its first enable writes only its own", function ()
 		local world, host = setup();
 		local old = host:subscribed_offline("juliet");

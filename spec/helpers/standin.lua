@@ -106,6 +106,7 @@ function M.world(options)
 	}, World);
 	w.prosody = {
 		hosts = {}, process_type = options.process_type or "prosody",
+		version = options.accounts == "13" and "13.0.1" or "0.12.3",
 		full_sessions = {}, bare_sessions = {}, events = w.global_events,
 	};
 	return w;

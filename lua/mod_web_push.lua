@@ -23,7 +23,6 @@
 
 local jid = require "util.jid";
 local time = require "util.time";
-local usermanager = require "core.usermanager";
 
 local host = module.host;
 
@@ -116,12 +115,6 @@ local sender = assert(native.new_sender({
 	allow_insecure = policy.allow_insecure; hosts = policy.hosts;
 }));
 
--- Prosody 13 can disable an account (registration_delete_grace_period) before deleting it.
-local function account_enabled(user)
-	if not usermanager.user_is_enabled then return true; end
-	return usermanager.user_is_enabled(user, host);
-end
-
 local now = time.monotonic or time.now;
 local timers = module:require("timers").new();
 
@@ -136,9 +129,6 @@ end
 local schedule, hibernation; -- made below; a forgotten subscription's pushes and session tie go too
 local subscriptions = module:require("subscriptions").new({
 	store = module:open_store("web_push");
-	is_enabled = account_enabled;
-	-- 0.12's prosodyctl deletes and registers accounts in its own process (13's goes through the shell).
-	changed_elsewhere = prosody.version ~= nil and prosody.version:match("^0%.12") ~= nil;
 	forgotten = function (user, endpoint)
 		hibernation.untie(user, endpoint);
 		schedule.drop(user, endpoint);

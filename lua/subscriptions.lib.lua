@@ -15,15 +15,25 @@
 
 local cache = require "util.cache";
 local hashes = require "util.hashes";
+local usermanager = require "core.usermanager";
 
 local CACHE_SIZE = 10000;
 
--- options: store, is_enabled(user) -> false for a disabled account (nil: accounts are always
--- enabled), changed_elsewhere (accounts may be deleted and registered by another process),
--- forgotten(user, endpoint) and renewed(user, endpoint) (what else goes with a
+-- Prosody 13 can disable an account (registration_delete_grace_period) before deleting it; 0.12
+-- knows no disabled accounts.
+local function is_enabled(user, host)
+	if not usermanager.user_is_enabled then return true; end
+	return usermanager.user_is_enabled(user, host);
+end
+
+-- 0.12's prosodyctl deletes and registers accounts in a process of its own (13's goes through
+-- the shell, into this process, whose events say so).
+local changed_elsewhere = prosody.version ~= nil and prosody.version:match("^0%.12") ~= nil;
+
+-- options: store, forgotten(user, endpoint) and renewed(user, endpoint) (what else goes with a
 -- forgotten subscription, or with pushes made for the keys a subscription had before).
 local function new(options)
-	local store, is_enabled = options.store, options.is_enabled;
+	local store = options.store;
 	local host = module.host;
 	local entries = cache.new(CACHE_SIZE);
 
@@ -60,7 +70,7 @@ local function new(options)
 				};
 			end
 		end
-		if next(entry.subs) ~= nil and is_enabled and is_enabled(user) == false then
+		if next(entry.subs) ~= nil and is_enabled(user, host) == false then
 			entry.disabled = true;
 		end
 		return entry;
@@ -210,14 +220,13 @@ local function new(options)
 		end);
 	end
 
-	-- Before a push to an account without a session. Prosody 0.12's prosodyctl deletes and
-	-- registers accounts in a process of its own, which tells this one nothing: what is cached
-	-- for such an account may be the subscriptions of an earlier account of that name, so where
-	-- accounts can change that way (options.changed_elsewhere) they are read from storage again.
+	-- Before a push to an account without a session. Where accounts are deleted and registered
+	-- by another process, which tells this one nothing, what is cached for such an account may be
+	-- the subscriptions of an earlier account of that name, so they are read from storage again.
 	-- Accounts without subscriptions are not read again: they are the many, and a new account
 	-- of an old name starts without any.
 	local function recheck(user)
-		if not options.changed_elsewhere then return; end
+		if not changed_elsewhere then return; end
 		local entry = entries:get(user);
 		if entry and next(entry.subs) ~= nil then entries:set(user, nil); end
 	end

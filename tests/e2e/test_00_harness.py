@@ -10,9 +10,19 @@ import pytest
 
 from harness import procs
 from harness.prosody import BASE_MODULES, UNBOUND_BANNER
+from harness.storage import wait_until
 from harness.xmpp import connect
 
 pytestmark = pytest.mark.harness
+
+
+def pid_in_file(prosody):
+    try:
+        with open(prosody.pid_path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def child_pids():
@@ -46,8 +56,9 @@ async def test_prosody_starts_and_slixmpp_logs_in(make_prosody):
 
 async def test_start_mode_is_what_the_run_says_and_stop_leaves_nothing(make_prosody):
     prosody = make_prosody(modules=[m for m in BASE_MODULES if m != "web_push"])
-    with open(prosody.pid_path) as f:
-        assert int(f.read().strip()) == prosody.pid, "the pid file names another process"
+    # The pid file may come a moment after the port opens (`prosody -F`).
+    assert wait_until(lambda: pid_in_file(prosody) == prosody.pid, 5), \
+        f"the pid file names {pid_in_file(prosody)}, not the serving process {prosody.pid}"
     if prosody.start_mode == "daemon":
         # prosodyctl start ran `prosody -D`: the server detached (another session, not our child)
         # and says so in its log.

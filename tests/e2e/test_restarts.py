@@ -18,10 +18,10 @@ BOB = "bob@localhost"
 CAROL = "carol@localhost"
 pytestmark = pytest.mark.push
 
-RETRY_AFTER = 3
+RETRY_AFTER = 4
 DOWN = Answer(503, {"Retry-After": str(RETRY_AFTER)})
 UP = Answer(201)
-TIMEOUT = 3  # web_push_timeout where a test makes the push service hang
+TIMEOUT = 4  # web_push_timeout where a test makes the push service hang
 
 
 def assert_ttl_left(request, pushed_at, ttl, slack=2):
@@ -97,7 +97,7 @@ async def test_restart_delivers_waiting_pushes_within_their_ttl_and_not_after(wo
     """Two pushes wait while Prosody is stopped: bob's since about 8 s before the stop, carol's
     since the stop. Prosody comes back when bob's TTL has run out and carol's has not: carol's
     arrives, with the TTL it has left; bob's never does. A second restart sends nothing again."""
-    ttl = 16
+    ttl = 20
     w = world({"web_push_ttl": ttl}, users=("alice", "bob", "carol"))
     early, _early_key, _alice, early_first = await waiting_push(w, "bob", DOWN)
     await asyncio.sleep(max(0.0, early_first.received + 8 - time.monotonic()))

@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end suite. Which Prosody and which storage a run uses comes from the
 environment (tests/e2e/run sets them): E2E_PROSODY = 0.12 | 13, E2E_STORAGE = internal | sqlite |
-postgres."""
+postgres, E2E_START = foreground | daemon, E2E_LUA_UNBOUND = as-installed | hidden."""
 
 import inspect
 import os
@@ -32,6 +32,8 @@ def pytest_report_header(config):
 def pytest_configure(config):
     config.addinivalue_line("markers", "storage: exercises what the module keeps in storage (run for every back end)")
     config.addinivalue_line("markers", "hardening: push service failures and floods")
+    config.addinivalue_line("markers", "push: a push scenario (run again with Prosody daemonized by prosodyctl start)")
+    config.addinivalue_line("markers", "harness: checks of the harness itself (run in every run of the matrix)")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -2,7 +2,8 @@
 # Prepares everything the end-to-end suite and `make demo` need, on a Debian bookworm machine as
 # root. Idempotent: each step is skipped when its result is already there.
 #   - Debian packages: Prosody 0.12, Lua 5.4, LuaDBI for SQLite and PostgreSQL, PostgreSQL,
-#     python3-venv;
+#     python3-venv, and lua-unbound (Prosody recommends it; without it Prosody prints a banner
+#     before every prosodyctl command's output: some runs hide it again, see README.md);
 #   - Prosody 13 from bookworm-backports, unpacked into .cache/prosody13 (never installed, so it
 #     does not replace the system's 0.12);
 #   - a virtualenv at .venv with the pinned Python packages of requirements.txt.
@@ -10,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-DEBS=(prosody lua5.4 lua-dbi-sqlite3 lua-dbi-postgresql postgresql python3-venv)
+DEBS=(prosody lua5.4 lua-unbound lua-dbi-sqlite3 lua-dbi-postgresql postgresql python3-venv)
 
 log() { echo "[e2e setup] $*"; }
 

@@ -1,17 +1,19 @@
-"""A push service that misbehaves, and a flood: retries honour Retry-After and end in one delivery,
-a hanging service is cut at web_push_timeout without stalling Prosody, repeated client errors
-disable a subscription, and 200 messages give a bounded number of pushes while XMPP pings stay
-fast."""
+"""A push service that misbehaves, and a flood: retries honour Retry-After and end in one delivery
+with the TTL that is left (none once it ran out), a hanging service is cut at web_push_timeout
+without stalling Prosody, repeated client errors disable a subscription, and 1,000 messages give a
+bounded number of pushes while XMPP pings stay fast."""
 
 import asyncio
 import time
 
 import pytest
 
-from harness.pushservice import Answer
+from harness import webpush
+from harness.pushservice import Answer, PushService
+from harness.xmpp import is_result
 
 BOB = "bob@localhost"
-pytestmark = pytest.mark.hardening
+pytestmark = [pytest.mark.hardening, pytest.mark.push]
 
 
 async def offline_bob(w, *answers):
@@ -32,6 +34,66 @@ async def test_429_with_retry_after_is_retried_once_and_delivered(world):
     assert gap >= 1.8, f"retried {gap:.2f}s after a Retry-After of 2s"
     for request in (first, second):
         assert w.verify(request, subscription, key).notification["account"] == BOB
+    await w.close_all()
+
+
+async def test_retried_push_carries_the_ttl_that_is_left(world):
+    """TTL header of a retry: web_push_ttl less the time the push has waited (issue 11)."""
+    ttl = 3600
+    w = world({"web_push_ttl": ttl})
+    subscription, key = await offline_bob(w, Answer(503, {"Retry-After": "4"}))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "late but not stale")
+    first, second = await w.exactly(subscription, 2, timeout=15)
+    w.verify(second, subscription, key)
+    assert ttl - 1 <= int(first.headers["ttl"]) <= ttl, f"first attempt's TTL {first.headers['ttl']}"
+    waited = second.received - first.received
+    assert waited >= 3.8, f"retried {waited:.2f}s after a Retry-After of 4s"
+    left = int(second.headers["ttl"])
+    assert ttl - waited - 2 <= left <= ttl - waited + 1, f"TTL {left} after waiting {waited:.1f}s of {ttl}"
+    await w.close_all()
+
+
+async def test_hanging_origin_holds_up_no_other_and_a_push_that_waited_carries_the_ttl_left(world):
+    """One worker, busy with a push service that hangs: a push to another push service still goes
+    out at once (a stuck request stops holding up healthy origins), and whenever it goes out, its
+    TTL is web_push_ttl less the time it waited (issue 11)."""
+    ttl = 3600
+    slow = PushService()
+    try:
+        w = world({"web_push_ttl": ttl, "web_push_workers": 1, "web_push_timeout": 10}, users=("alice", "bob", "carol"))
+        carol = await w.client("carol")
+        hanging = webpush.Subscription.new(slow.endpoint(Answer(201, delay=5)))
+        assert is_result(await carol.enable(hanging))
+        await carol.close()
+        subscription, key = await offline_bob(w)
+        alice = await w.client("alice")
+        w.send(alice, "carol@localhost", "to the hanging service")
+        await slow.arrivals(1, hanging.endpoint, timeout=5)
+        sent = time.monotonic()
+        w.send(alice, BOB, "to a healthy service")
+        [request] = await w.pushes(subscription, 1, timeout=15)
+        w.verify(request, subscription, key)
+        problems = []
+        waited = request.received - sent
+        if waited > 2.5:
+            problems.append(f"the healthy push waited {waited:.1f}s behind the hanging one")
+        left = int(request.headers["ttl"])
+        if not ttl - waited - 2 <= left <= ttl - waited + 1:
+            problems.append(f"TTL {left} after waiting {waited:.1f}s of {ttl}")
+        assert not problems, "\n".join(problems)
+        await w.close_all()
+    finally:
+        slow.close()
+
+
+async def test_push_whose_ttl_ran_out_is_not_sent(world):
+    """The push service asks to come back after the notification's TTL: it is not sent again."""
+    w = world({"web_push_ttl": 3})
+    subscription, _key = await offline_bob(w, Answer(503, {"Retry-After": "5"}))
+    alice = await w.client("alice")
+    w.send(alice, BOB, "soon stale")
+    await w.exactly(subscription, 1, settle=7)
     await w.close_all()
 
 

@@ -1,5 +1,6 @@
 """The module's life in Prosody, and the options around the push request: reloading it keeps keys
-and subscriptions and still pushes; the VAPID subject's default; the TTL; groupchat messages."""
+and subscriptions and still pushes, loading it into a running Prosody pushes; the VAPID subject's
+default; the TTL; groupchat messages."""
 
 import pytest
 
@@ -17,6 +18,7 @@ async def offline_bob(w):
 
 
 @pytest.mark.storage
+@pytest.mark.push
 async def test_reload_keeps_key_and_subscriptions_and_pushes(world):
     w = world(modules=BASE_MODULES + ["admin_shell"])
     subscription, key = await offline_bob(w)
@@ -32,6 +34,21 @@ async def test_reload_keeps_key_and_subscriptions_and_pushes(world):
     out = w.prosody.shell("module:unload('web_push', 'localhost')")
     assert "1 host" in out, out
     assert await alice.ping() < 1.0
+    await w.close_all()
+
+
+@pytest.mark.push
+async def test_module_loaded_into_a_running_prosody_pushes(world):
+    """Loaded after Prosody started (and, daemonized, after 0.12 forked): the module never sees
+    server-started, and must push all the same."""
+    w = world(modules=[m for m in BASE_MODULES if m != "web_push"] + ["admin_shell"])
+    out = w.prosody.shell("module:load('web_push', 'localhost')")
+    assert "1 host" in out, out
+    subscription, key = await offline_bob(w)
+    alice = await w.client("alice")
+    w.send(alice, BOB, "to a module loaded late")
+    [request] = await w.exactly(subscription, 1)
+    w.verify(request, subscription, key)
     await w.close_all()
 
 

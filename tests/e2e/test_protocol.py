@@ -138,3 +138,58 @@ async def test_endpoint_hosts_restricts_endpoints(world):
     assert error is not None, "a host that only starts like an allowed suffix was accepted"
     assert error[1] == "not-acceptable", error
     await w.close_all()
+
+
+# The port rule (issue 11): https endpoints use port 443 unless an entry of web_push_endpoint_hosts
+# names the port. Names under example.net/.org/.com: refused or accepted at enable time, before any
+# connection, and every accepted one is disabled again before the test ends, so none is ever dialled.
+async def check_endpoints(bob, accepted, refused):
+    failures = []
+    for endpoint in refused:
+        error = stanza_error(await bob.enable(webpush.Subscription.new(endpoint)))
+        if error is None:
+            failures.append(f"{endpoint}: accepted")
+            await bob.disable(endpoint)
+        elif error[1] != "not-acceptable":
+            failures.append(f"{endpoint}: {error[1]} instead of not-acceptable")
+    for endpoint in accepted:
+        answer = await bob.enable(webpush.Subscription.new(endpoint))
+        if is_result(answer):
+            assert is_result(await bob.disable(endpoint))
+        else:
+            failures.append(f"{endpoint}: refused ({stanza_error(answer)})")
+    assert not failures, "\n".join(failures)
+
+
+async def test_endpoint_port_other_than_443_is_refused_by_default(world):
+    w = world({"web_push_allow_insecure_endpoints": False})
+    bob = await w.client("bob")
+    await check_endpoints(
+        bob,
+        accepted=["https://push.example.net/wpush/v2/a", "https://push.example.net:443/wpush/v2/b"],
+        refused=["https://push.example.net:25/wpush/v2/c", "https://push.example.net:8443/wpush/v2/d",
+                 "https://push.example.net:80/wpush/v2/e"],
+    )
+    await w.close_all()
+
+
+async def test_endpoint_port_named_in_endpoint_hosts_is_allowed(world):
+    w = world({"web_push_allow_insecure_endpoints": False,
+               "web_push_endpoint_hosts": ["push.example.net:25", "*.push.example.org:8443", "push.example.com"]})
+    bob = await w.client("bob")
+    await check_endpoints(
+        bob,
+        accepted=["https://push.example.net:25/wpush/v2/a", "https://eu.push.example.org:8443/wpush/v2/b",
+                  "https://push.example.com/wpush/v2/c"],
+        refused=["https://push.example.net:26/wpush/v2/d",     # another port than the entry's
+                 "https://eu.push.example.org:25/wpush/v2/e",  # another port than the pattern's
+                 "https://push.example.com:25/wpush/v2/f"],    # an entry without a port: 443 only
+    )
+    await w.close_all()
+
+
+async def test_insecure_endpoints_lift_the_port_rule(world):
+    w = world({"web_push_allow_insecure_endpoints": True})
+    bob = await w.client("bob")
+    await check_endpoints(bob, accepted=["https://push.example.net:25/wpush/v2/a"], refused=[])
+    await w.close_all()

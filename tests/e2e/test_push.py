@@ -1,6 +1,7 @@
 """When pushes happen and what they carry: offline messages, hibernated sessions, MAM for devices
 with no session, disable, and the payload options. Every push request is verified with http_ece and
-PyJWT against the key published in disco."""
+PyJWT against the key published in disco. Marked `push`: the matrix runs these again with Prosody
+daemonized (`prosodyctl start`; 0.12 forks after loading the module)."""
 
 import asyncio
 import time
@@ -11,6 +12,7 @@ from harness import webpush
 from harness.xmpp import is_result
 
 BOB = "bob@localhost"
+pytestmark = pytest.mark.push
 CHAT_STATE = '<active xmlns="http://jabber.org/protocol/chatstates"/>'
 OMEMO = ('<encrypted xmlns="eu.siacs.conversations.axolotl"><header sid="1"><iv>AAAAAAAAAAAAAAAA</iv>'
          '</header><payload>AAAA</payload></encrypted>')

@@ -1,12 +1,18 @@
 """Every child process the harness starts is tracked here and killed at exit, whatever happened,
-so a failing or interrupted test never leaves a Prosody or PostgreSQL behind."""
+so a failing or interrupted test never leaves a Prosody or PostgreSQL behind.
+
+A daemonized Prosody (`prosodyctl start`) is no child of ours: it forks, leaves its parent and
+starts a session of its own. It is found by its environment instead (prosodyctl hands the config
+file to it as PROSODY_CONFIG), so even a daemon whose pid file was never written is killed."""
 
 import atexit
 import os
 import signal
+import time
 
 _live = {}
 _cleanups = []
+_daemon_configs = set()
 
 
 def track(process):
@@ -15,6 +21,65 @@ def track(process):
 
 def untrack(process):
     _live.pop(process.pid, None)
+
+
+def watch_daemons(config_path):
+    """Every process started with this Prosody config file is killed at exit."""
+    _daemon_configs.add(config_path)
+
+
+def pid_state(pid):
+    """The process's state letter from /proc (R, S, Z...), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # "pid (comm) state ...": comm may hold spaces and parentheses; the state follows the last ")".
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid):
+    """True while the process runs; a zombie (exited, not yet reaped by whoever adopted it) is gone."""
+    state = pid_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def pids_with_config(config_path):
+    """Live processes whose environment says PROSODY_CONFIG=config_path (daemonized Prosody)."""
+    return pids_with_env("PROSODY_CONFIG", config_path)
+
+
+def pids_with_env(name, value):
+    """Live processes (other than this one) whose environment holds name=value."""
+    wanted = os.fsencode(f"{name}={value}")
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ and pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def kill_pid(pid, timeout=5):
+    """SIGKILL to one process that is not our child; waits until it is gone (or a zombie)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def kill_daemons(config_path):
+    for pid in pids_with_config(config_path):
+        kill_pid(pid)
 
 
 def on_exit(function):
@@ -41,6 +106,12 @@ def kill_all():
             except Exception:
                 pass
         untrack(process)
+    for config_path in list(_daemon_configs):
+        try:
+            kill_daemons(config_path)
+        except Exception:
+            pass
+        _daemon_configs.discard(config_path)
     while _cleanups:
         function = _cleanups.pop()
         try:

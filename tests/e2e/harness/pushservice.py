@@ -1,6 +1,7 @@
 """A push service on 127.0.0.1 that records every request and answers as each endpoint's script
 says (201 by default; or e.g. 410, 429 with Retry-After, 500, or a hang longer than the module's
-timeout)."""
+timeout). When an endpoint's script has run out, it answers its fallback: 201, or e.g. 503 with
+Retry-After for as long as a test wants the service down (set_fallback brings it back)."""
 
 import asyncio
 import http.server
@@ -32,6 +33,7 @@ class PushService:
     def __init__(self):
         self.requests = []
         self._scripts = {}
+        self._fallbacks = {}
         self._lock = threading.Condition()
         self._tokens = itertools.count(1)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -41,11 +43,12 @@ class PushService:
         self._thread = threading.Thread(target=self._server.serve_forever, name="push-service", daemon=True)
         self._thread.start()
 
-    def endpoint(self, *answers, name="sub"):
-        """A new endpoint URL; its first requests get `answers` in order, later ones 201."""
+    def endpoint(self, *answers, name="sub", then=None):
+        """A new endpoint URL; its first requests get `answers` in order, later ones `then` (201)."""
         path = f"/wpush/v2/{name}{next(self._tokens)}"
         with self._lock:
             self._scripts[path] = list(answers)
+            self._fallbacks[path] = then or Answer(201)
         return f"http://127.0.0.1:{self.port}{path}"
 
     def script(self, endpoint, *answers):
@@ -54,22 +57,29 @@ class PushService:
         with self._lock:
             self._scripts[path] = list(answers)
 
+    def set_fallback(self, endpoint, answer):
+        """What an endpoint answers once its script has run out (e.g. the service is back: 201)."""
+        path = endpoint.split(str(self.port), 1)[1]
+        with self._lock:
+            self._fallbacks[path] = answer
+
     def _next_answer(self, path):
         with self._lock:
             script = self._scripts.get(path)
             if script is None:
                 return Answer(404)
-            return script.pop(0) if script else Answer(201)
+            return script.pop(0) if script else self._fallbacks.get(path, Answer(201))
 
     def _record(self, request):
         with self._lock:
             self.requests.append(request)
             self._lock.notify_all()
 
-    def requests_for(self, endpoint):
+    def requests_for(self, endpoint, since=None):
+        """The requests an endpoint got (those received after the time.monotonic() `since`)."""
         path = endpoint.split(str(self.port), 1)[1]
         with self._lock:
-            return [r for r in self.requests if r.path == path]
+            return [r for r in self.requests if r.path == path and (since is None or r.received > since)]
 
     def wait_for(self, count, endpoint=None, timeout=10.0):
         """Waits until at least `count` requests arrived (for one endpoint, or in all); returns
@@ -95,6 +105,19 @@ class PushService:
                 return got
             if time.monotonic() > deadline:
                 raise AssertionError(f"expected {count} push request(s) within {timeout}s, got {len(got)}")
+            await asyncio.sleep(0.02)
+
+    async def arrival_since(self, endpoint, since, status=None, timeout=10.0, what="push request"):
+        """The first request to `endpoint` received after `since` (time.monotonic()) and answered
+        with `status` (any when None), waited for. Raises AssertionError at the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [r for r in self.requests_for(endpoint, since=since) if status is None or r.answered_with == status]
+            if got:
+                return got[0]
+            if time.monotonic() > deadline:
+                answered = "" if status is None else f" (answered {status})"
+                raise AssertionError(f"{what}{answered} did not arrive within {timeout:.0f}s")
             await asyncio.sleep(0.02)
 
     def settle(self, seconds=1.0):

@@ -1,7 +1,8 @@
 """What both pytest suites (tests/e2e and tests/browser) do around their Prosody instances: stop
 them after each test, fail the test on any Lua error in Prosody's log, show the log's tail when
 the test failed, and kill every process left when the session ends. A conftest imports the two
-hooks by name and calls stop_and_check from its Prosody fixture."""
+hooks by name and calls stop_and_check from its Prosody fixture. A Prosody that had to be killed
+because it would not stop is a failure too (prosody.problems)."""
 
 import sys
 
@@ -14,10 +15,11 @@ def stop_and_check(started, node):
     problems = []
     for prosody in started:
         prosody.stop()
+        problems += prosody.problems
         problems += prosody.lua_errors()
-        if getattr(node, "rep_call_failed", False):
+        if getattr(node, "rep_call_failed", False) or problems:
             sys.stderr.write(f"\n--- {prosody.log_path} (tail) ---\n{prosody.tail(60)}\n")
-    assert not problems, "Lua errors in Prosody's log:\n" + "\n".join(problems[:20])
+    assert not problems, "Prosody stopped badly or logged Lua errors:\n" + "\n".join(problems[:20])
 
 
 @pytest.hookimpl(hookwrapper=True)

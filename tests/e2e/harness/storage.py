@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.parse
 
 from . import procs
 from .net import free_port
@@ -137,6 +138,50 @@ class Backend:
             for name in names:
                 found.append(os.path.relpath(os.path.join(base, name), data_path))
         return sorted(found)
+
+    def user_stores(self, user, data_path, host="localhost"):
+        """The names of the stores that hold anything of `user` (every back end)."""
+        if self.kind != "internal":
+            return {store for h, u, store in self.sql_stores() if h == host and u == user}
+        stores = set()
+        root = os.path.join(data_path, urllib.parse.quote(host, safe=""))
+        # Internal storage: <data>/<host>/<store>/<user>.<ext>, names %-encoded.
+        for store in os.listdir(root) if os.path.isdir(root) else []:
+            directory = os.path.join(root, store)
+            if os.path.isdir(directory) and any(name.rsplit(".", 1)[0] == user for name in os.listdir(directory)):
+                stores.add(urllib.parse.unquote(store))
+        return stores
+
+    def holding(self, text, data_path):
+        """Where storage holds `text` (an endpoint, say): file paths, or sql (host, user, store, key)
+        rows, keys and values alike. Empty when it holds it nowhere."""
+        if self.kind == "internal":
+            needle = text.encode()
+            found = []
+            for name in self.files(data_path):
+                if not os.path.isfile(os.path.join(data_path, name)):  # the admin shell's socket
+                    continue
+                with open(os.path.join(data_path, name), "rb") as f:
+                    if needle in f.read():
+                        found.append(name)
+            return found
+        if self.kind == "sqlite":
+            db = sqlite3.connect(self.path, timeout=5)
+            try:
+                rows = db.execute('SELECT "host", "user", "store", "key" FROM "prosody" '
+                                  'WHERE instr("key", ?) > 0 OR instr("value", ?) > 0', (text, text)).fetchall()
+                rows += db.execute('SELECT "host", "user", "store", "key" FROM "prosodyarchive" '
+                                   'WHERE instr("value", ?) > 0', (text,)).fetchall()
+                return rows
+            finally:
+                db.close()
+        literal = "'" + text.replace("'", "''") + "'"
+        out = self.cluster.psql(
+            f'SELECT "host", "user", "store", "key" FROM "prosody" '
+            f'WHERE strpos("key", {literal}) > 0 OR strpos("value", {literal}) > 0 UNION ALL '
+            f'SELECT "host", "user", "store", "key" FROM "prosodyarchive" WHERE strpos("value", {literal}) > 0',
+            database=self.database)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
 
 
 def wait_until(predicate, timeout, interval=0.05):

@@ -105,8 +105,9 @@ def check_headers(request, ttl=None):
     assert h.get("content-type", "").split(";")[0].strip() == "application/octet-stream", h.get("content-type")
     assert "ttl" in h and re.fullmatch(r"\d+", h["ttl"]), f"TTL header {h.get('ttl')!r}"
     if ttl is not None:
-        # The TTL left when the request was made: the configured one less the time it waited.
-        assert 0 <= ttl - int(h["ttl"]) <= 10, f"TTL {h['ttl']}, configured {ttl}"
+        # Every attempt sends the TTL that is left (issue 11): a push sent at once has lost at most
+        # the second or two it took to get there.
+        assert ttl - 2 <= int(h["ttl"]) <= ttl, f"TTL {h['ttl']} for a push sent at once with a TTL of {ttl}"
     if "urgency" in h:
         assert h["urgency"] in ("very-low", "low", "normal", "high"), h["urgency"]
     if "topic" in h:

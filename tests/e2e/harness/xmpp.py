@@ -148,6 +148,46 @@ async def connect(prosody, user, smacks=False, presence=True, resource=None, plu
     return await Client(jid, smacks=smacks, plugins=plugins).online(prosody.port, presence=presence)
 
 
+REGISTER = "jabber:iq:register"
+
+
+class Registrant(Client):
+    """A client that creates its account in-band (XEP-0077, slixmpp's plugin) and then logs in."""
+
+    def __init__(self, jid, password=PASSWORD):
+        super().__init__(jid, password)
+        self.register_plugin("xep_0077")
+        self.plugin["xep_0077"].force_registration = True
+        self.add_event_handler("register", self._on_register)
+
+    async def _on_register(self, _form):
+        iq = self.Iq()
+        iq["type"] = "set"
+        iq["register"]["username"] = self.boundjid.user
+        iq["register"]["password"] = self.password
+        try:
+            await iq.send(timeout=10)
+        except IqError as error:
+            failure = RuntimeError(f"in-band registration of {self.boundjid.bare} refused: {error.iq['error']['condition']}")
+            if not self._started.done():
+                self._started.set_exception(failure)
+
+
+async def register_in_band(prosody, user):
+    """Creates the account over XMPP (needs mod_register and allow_registration); returns the
+    logged-in client."""
+    return await Registrant(f"{user}@{prosody.host}/e2e-{user}").online(prosody.port, presence=False)
+
+
+async def remove_account_in_band(client, timeout=10):
+    """XEP-0077 account removal from the account's own session: the server answers, then ends the
+    session. Returns the answer."""
+    answer = await client.iq(f'<query xmlns="{REGISTER}"><remove/></query>', timeout=timeout)
+    client.end_session_on_disconnect = False
+    client.abort()
+    return answer
+
+
 def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 

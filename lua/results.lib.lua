@@ -88,7 +88,7 @@ local function new(options)
 		end
 	end
 
-	local watcher, poller;
+	local watcher, poller, first_turn;
 
 	-- Starts reading results; finished(id) ends the job in the schedule and names its subscription.
 	local function start(schedule_finished)
@@ -102,6 +102,11 @@ local function new(options)
 				return POLL_INTERVAL;
 			end);
 		end
+		-- Prosody 0.12 forks after loading modules (mod_posix daemonizes at server-started), and
+		-- the sender's threads stay behind in the parent. The sender brings them back in the
+		-- process that serves whenever it is next used; the event loop's first turn is in that
+		-- process, so pushes carried over a restart do not wait for the next message to get there.
+		first_turn = module:add_timer(0, drain);
 	end
 
 	local function stop()
@@ -114,6 +119,7 @@ local function new(options)
 			watcher = nil;
 		end
 		if poller then poller:stop(); poller = nil; end
+		if first_turn then first_turn:stop(); first_turn = nil; end
 	end
 
 	-- The schedule handed a job over; or the sender would not take it (queue full, closed).

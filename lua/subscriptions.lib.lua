@@ -228,7 +228,27 @@ local function new(options)
 	local function recheck(user)
 		if not changed_elsewhere then return; end
 		local entry = entries:get(user);
-		if entry and next(entry.subs) ~= nil then entries:set(user, nil); end
+		if not (entry and next(entry.subs) ~= nil) then return; end
+		local stored = read(user);
+		if not stored then -- the next get tries again
+			entries:set(user, nil);
+			return;
+		end
+		-- The usual answer is "unchanged": then the entry stays, and nothing new is made of it.
+		local same = true;
+		for endpoint, record in pairs(stored) do
+			if pushable(endpoint, record) then
+				local sub = entry.subs[endpoint];
+				if not (sub and sub.p256dh == record.p256dh and sub.auth == record.auth) then
+					same = false;
+					break;
+				end
+			end
+		end
+		for endpoint in pairs(entry.subs) do
+			if same and not pushable(endpoint, stored[endpoint]) then same = false; end
+		end
+		if not same then entries:set(user, make_entry(user, stored)); end
 	end
 
 	return {

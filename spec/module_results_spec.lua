@@ -3,7 +3,7 @@
 package.path = "spec/helpers/?.lua;" .. package.path;
 local standin = require "standin";
 
-local HOST, ROMEO = standin.HOST, standin.ROMEO;
+local HOST = standin.HOST;
 local setup = standin.setup;
 
 local function offline_juliet(host, count)
@@ -476,42 +476,5 @@ describe("logs", function ()
 		local lines = {};
 		for i = before + 1, #world.logs do lines[#lines + 1] = world.logs[i].text; end
 		assert.equal(1, #world:log_lines("delivered"), table.concat(lines, "\n"));
-	end);
-end);
-
-describe("Prosody's thread", function ()
-	it("spends little time per push, result included", function ()
-		local world, host = setup({ web_push_min_interval = 0, web_push_max_pushes_per_minute = 0 });
-		local users = 200;
-		for i = 1, users do
-			local session = host:session("user" .. i);
-			host:enable(session, standin.subscription());
-			host:close(session);
-		end
-		-- A sender that only takes the job, as the native one does (its encryption runs on workers),
-		-- and answers every job of a round at once.
-		local sender = host:sender();
-		local taken = 0;
-		sender.push = function (_, _) taken = taken + 1; return taken; end;
-		local function answer_round(first, last)
-			for id = first, last do sender.results[#sender.results + 1] = { id = id, outcome = "delivered", status = 201 }; end
-			world:readable(sender:fd());
-		end
-		local function round()
-			local messages = {};
-			for i = 1, users do messages[i] = standin.message(ROMEO, "user" .. i .. "@" .. HOST, "hello"); end
-			local first = taken + 1;
-			local start = os.clock();
-			for i = 1, users do host:offline("user" .. i, messages[i]); end
-			answer_round(first, taken);
-			return os.clock() - start;
-		end
-		round(); -- warms the caches
-		local rounds, spent = 20, 0;
-		for _ = 1, rounds do spent = spent + round(); end
-		assert.equal(users * (rounds + 1), taken);
-		local per_push = spent / (rounds * users);
-		print(("\n    Lua time per push (offline message in, result handled): %.1f µs"):format(per_push * 1e6));
-		assert.truthy(per_push < 40e-6, ("%.1f µs per push"):format(per_push * 1e6));
 	end);
 end);

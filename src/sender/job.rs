@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::types::NewJob;
 use crate::limits::Urgency;
 use crate::payload::Payload;
 use crate::subscription::SubscriptionKeys;
@@ -25,6 +26,21 @@ pub struct JobData {
 }
 
 impl JobData {
+    /// A push accepted at `now`, expiring when its TTL runs out.
+    pub fn new(job: NewJob, now: Instant) -> Self {
+        Self {
+            account: job.account,
+            endpoint: job.endpoint,
+            keys: job.keys,
+            payload: job.payload,
+            urgency: job.urgency,
+            conversation: job.conversation,
+            expires: now + job.ttl,
+            now_or_never: job.ttl.is_zero(),
+            accepted: now,
+        }
+    }
+
     /// What slowness is counted per: the endpoint up to the end of its authority, as written
     /// (the policy, which parses it properly, runs when it is sent).
     pub fn origin(&self) -> &str {

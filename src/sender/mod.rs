@@ -176,8 +176,8 @@ impl Sender {
         Ok(core)
     }
 
-    /// Queues a push and returns its id at once. A table payload gets its `tag` and is fitted
-    /// to the size limit here; an endpoint the policy refuses gets its `refused` result.
+    /// Queues a push and returns its id at once; an endpoint the policy refuses gets its
+    /// `refused` result.
     pub fn push(&self, job: NewJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
         limits::check(limits::TTL, job.ttl.as_secs_f64())?;
@@ -185,48 +185,32 @@ impl Sender {
         if let Payload::Json(json) = &job.payload {
             check_json_len(json)?;
         }
-        let payload = job.payload;
-        let now = self.recipe.clock.now();
-        let data = JobData {
-            account: job.account,
-            endpoint: job.endpoint,
-            keys: job.keys,
-            payload,
-            urgency: job.urgency,
-            conversation: job.conversation,
-            expires: now + job.ttl,
-            now_or_never: job.ttl.is_zero(),
-            accepted: now,
-        };
-        self.accept(&core, data, 0)
+        self.accept(&core, job, 0)
     }
 
     /// Queues an exported push again, with the TTL it has left.
     pub fn resume(&self, job: ExportedJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
         check_json_len(&job.payload)?;
-        let payload = Payload::Json(job.payload);
         let left = Duration::from_secs(job.expires).saturating_sub(self.recipe.clock.unix());
         if left.is_zero() {
             return Err(SenderError::Expired);
         }
-        let now = self.recipe.clock.now();
-        let data = JobData {
+        let again = NewJob {
             account: job.account,
             endpoint: job.endpoint,
             keys: job.keys,
-            payload,
+            payload: Payload::Json(job.payload),
+            ttl: left,
             urgency: job.urgency,
             conversation: job.conversation,
-            expires: now + left,
-            now_or_never: false,
-            accepted: now,
         };
-        self.accept(&core, data, job.attempts)
+        self.accept(&core, again, job.attempts)
     }
 
-    fn accept(&self, core: &Core, data: JobData, attempts: u32) -> Result<u64, SenderError> {
+    fn accept(&self, core: &Core, job: NewJob, attempts: u32) -> Result<u64, SenderError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = JobData::new(job, self.recipe.clock.now());
         core.enqueue(job::Tracked::new(id, data, attempts))?;
         self.counters.pushed.fetch_add(1, Ordering::Relaxed);
         Ok(id)

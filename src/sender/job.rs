@@ -86,36 +86,41 @@ impl Tracked {
     }
 }
 
+/// A push for the sender's unit tests: a `{}` payload to `endpoint`, accepted at `now`.
+#[cfg(test)]
+pub(crate) fn test_job(
+    id: u64,
+    account: &str,
+    endpoint: &str,
+    ttl: Duration,
+    now: Instant,
+) -> Tracked {
+    let job = NewJob {
+        account: account.into(),
+        endpoint: endpoint.into(),
+        keys: SubscriptionKeys {
+            p256dh: [4; 65],
+            auth: [0; 16],
+        },
+        payload: Payload::Json(b"{}".to_vec()),
+        ttl,
+        urgency: None,
+        conversation: None,
+    };
+    Tracked::new(id, JobData::new(job, now), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job(ttl: Duration, now_or_never: bool) -> Tracked {
-        let now = Instant::now();
-        let keys = SubscriptionKeys {
-            p256dh: [4; 65],
-            auth: [0; 16],
-        };
-        Tracked::new(
-            1,
-            JobData {
-                account: "a@b".into(),
-                endpoint: "https://p.example/x".into(),
-                keys,
-                payload: Payload::Json(b"{}".to_vec()),
-                urgency: None,
-                conversation: None,
-                expires: now + ttl,
-                now_or_never,
-                accepted: now,
-            },
-            0,
-        )
+    fn job(ttl: Duration) -> Tracked {
+        test_job(1, "a@b", "https://p.example/x", ttl, Instant::now())
     }
 
     #[test]
     fn ttl_left_runs_out() {
-        let mut tracked = job(Duration::from_secs(10), false);
+        let mut tracked = job(Duration::from_secs(10));
         let start = tracked.data.accepted;
         assert_eq!(tracked.ttl_left(start), Some(Duration::from_secs(10)));
         assert_eq!(
@@ -129,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_origin_is_the_endpoint_up_to_its_authority() {
-        let mut tracked = job(Duration::from_secs(1), false);
+        let mut tracked = job(Duration::from_secs(1));
         let data = Arc::get_mut(&mut tracked.data).expect("only owner");
         for (endpoint, origin) in [
             (
@@ -147,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_zero_ttl_gets_one_attempt() {
-        let mut tracked = job(Duration::ZERO, true);
+        let mut tracked = job(Duration::ZERO);
         let later = tracked.data.accepted + Duration::from_secs(1);
         assert_eq!(tracked.ttl_left(later), Some(Duration::ZERO));
         tracked.attempts = 1;

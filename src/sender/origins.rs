@@ -168,28 +168,16 @@ impl Origins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sender::job::JobData;
-    use crate::subscription::SubscriptionKeys;
+    use crate::sender::job::test_job;
 
     fn job(id: u64, origin: &str) -> Tracked {
-        let now = Instant::now();
-        Tracked::new(
+        let endpoint = format!("{origin}/x");
+        test_job(
             id,
-            JobData {
-                account: "a@b".into(),
-                endpoint: format!("{origin}/x"),
-                keys: SubscriptionKeys {
-                    p256dh: [4; 65],
-                    auth: [0; 16],
-                },
-                payload: crate::payload::Payload::Json(b"{}".to_vec()),
-                urgency: None,
-                conversation: None,
-                expires: now + Duration::from_secs(60),
-                now_or_never: false,
-                accepted: now,
-            },
-            0,
+            "a@b",
+            &endpoint,
+            Duration::from_secs(60),
+            Instant::now(),
         )
     }
 

@@ -3,25 +3,12 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sender::job::JobData;
-use crate::subscription::SubscriptionKeys;
+use crate::sender::job::test_job;
 
 fn push(state: &mut State, id: u64, account: &str, now: Instant) {
-    let data = JobData {
-        account: account.into(),
-        endpoint: "https://push.example.net/x".into(),
-        keys: SubscriptionKeys {
-            p256dh: [4; 65],
-            auth: [0; 16],
-        },
-        payload: crate::payload::Payload::Json(b"{}".to_vec()),
-        urgency: None,
-        conversation: None,
-        expires: now + Duration::from_secs(60),
-        now_or_never: false,
-        accepted: now,
-    };
-    state.ready.push_back(Tracked::new(id, data, 0));
+    let endpoint = "https://push.example.net/x";
+    let job = test_job(id, account, endpoint, Duration::from_secs(60), now);
+    state.ready.push_back(job);
 }
 
 fn answer(attempt: Attempt, status: Option<u16>) -> Answer {

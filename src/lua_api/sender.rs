@@ -214,12 +214,12 @@ impl UserData for LuaSender {
         methods.add_method("stats", |lua, this, ()| {
             let stats = this.0.stats();
             let table = lua.create_table()?;
-            table.set("queued", stats.queued)?;
-            table.set("parked", stats.parked)?;
-            table.set("waiting", stats.waiting)?;
-            table.set("in_flight", stats.in_flight)?;
-            table.set("stuck", stats.stuck)?;
-            table.set("workers", stats.workers)?;
+            table.set("queued", stats.counts.queued)?;
+            table.set("parked", stats.counts.parked)?;
+            table.set("waiting", stats.counts.waiting)?;
+            table.set("in_flight", stats.counts.in_flight)?;
+            table.set("stuck", stats.counts.stuck)?;
+            table.set("workers", stats.counts.workers)?;
             table.set("pushed", stats.pushed)?;
             table.set("refused", stats.refused)?;
             table.set("wakeups", stats.wakeups)?;

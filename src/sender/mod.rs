@@ -38,7 +38,9 @@ pub use self::origins::STUCK_AFTER;
 pub use self::pool::MAX_EXTRA_WORKERS;
 pub use self::prepare::{Prepared, Preparer};
 pub use self::results::FinalResult;
-pub use self::types::{ExportedJob, HttpFactory, NewJob, Recipe, SenderConfig, SenderError, Stats};
+pub use self::types::{
+    Counts, ExportedJob, HttpFactory, NewJob, Recipe, SenderConfig, SenderError, Stats,
+};
 pub use crate::payload::Payload;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -292,15 +294,10 @@ impl Sender {
         let counts = if self.native() {
             lock(&core.state).counts()
         } else {
-            state::Counts::default()
+            Counts::default()
         };
         Stats {
-            queued: counts.queued,
-            parked: counts.parked,
-            waiting: counts.waiting,
-            in_flight: counts.in_flight,
-            stuck: counts.stuck,
-            workers: counts.workers,
+            counts,
             pushed: self.counters.pushed.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
             wakeups: self.counters.wakeups.load(Ordering::Relaxed),
@@ -310,7 +307,7 @@ impl Sender {
 
     /// Threads running now.
     pub fn live_workers(&self) -> usize {
-        self.stats().workers
+        self.stats().counts.workers
     }
 
     /// Stops taking pushes, drops the waiting ones and lets the threads go. Returns the number

@@ -42,12 +42,13 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn not_sent(reason: impl Into<String>) -> Self {
+    /// Not sent, for `reason` (a refusal's error, as its message says it).
+    pub fn not_sent(reason: impl std::fmt::Display) -> Self {
         Self {
             attempt: Attempt::NotSent,
             status: None,
             retry_after: None,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct EndpointPolicy {
 
 /// Why an endpoint was refused, split the way the enable IQ answers: malformed input is a
 /// `bad-request`, a well-formed URL that policy refuses is `not-acceptable`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum EndpointError {
     #[error("endpoint is missing")]
     Missing,
@@ -353,17 +353,7 @@ mod tests {
 
     #[test]
     fn only_port_443_unless_an_entry_names_another() {
-        let err = |policy: &EndpointPolicy, url: &str| policy.check(url).err();
         let strict = strict();
-        assert_eq!(err(&strict, "https://push.example.net:443/x"), None);
-        assert_eq!(
-            err(&strict, "https://push.example.net:25/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(
-            err(&strict, "https://push.example.net:8443/x").map(|e| e.condition()),
-            Some("not-acceptable")
-        );
         let listed = EndpointPolicy {
             allow_insecure: false,
             hosts: Some(vec![
@@ -373,36 +363,31 @@ mod tests {
                 "[2001:4860::1]:8443".into(),
             ]),
         };
-        assert_eq!(err(&listed, "https://push.example.net:8443/x"), None);
-        assert_eq!(
-            err(&listed, "https://push.example.net/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(
-            err(&listed, "https://push.example.net:8444/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://a.push.example.org:4443/x"), None);
-        assert_eq!(
-            err(&listed, "https://a.push.example.org/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://fcm.googleapis.com/x"), None);
-        assert_eq!(
-            err(&listed, "https://fcm.googleapis.com:8443/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://[2001:4860::1]:8443/x"), None);
-        assert_eq!(
-            err(&listed, "https://other.example.net:8443/x"),
-            Some(EndpointError::HostNotAllowed)
-        );
         let insecure = EndpointPolicy {
             allow_insecure: true,
             hosts: Some(vec!["localhost".into()]),
         };
-        assert_eq!(err(&insecure, "https://localhost:38123/x"), None);
-        assert_eq!(err(&insecure, "http://localhost:8080/x"), None);
+        let port = Some(EndpointError::PortNotAllowed);
+        let host = Some(EndpointError::HostNotAllowed);
+        for (policy, url, refusal) in [
+            (&strict, "https://push.example.net:443/x", None),
+            (&strict, "https://push.example.net:25/x", port),
+            (&strict, "https://push.example.net:8443/x", port),
+            (&listed, "https://push.example.net:8443/x", None),
+            (&listed, "https://push.example.net/x", port),
+            (&listed, "https://push.example.net:8444/x", port),
+            (&listed, "https://a.push.example.org:4443/x", None),
+            (&listed, "https://a.push.example.org/x", port),
+            (&listed, "https://fcm.googleapis.com/x", None),
+            (&listed, "https://fcm.googleapis.com:8443/x", port),
+            (&listed, "https://[2001:4860::1]:8443/x", None),
+            (&listed, "https://other.example.net:8443/x", host),
+            (&insecure, "https://localhost:38123/x", None),
+            (&insecure, "http://localhost:8080/x", None),
+        ] {
+            assert_eq!(policy.check(url).err(), refusal, "{url}");
+        }
+        assert_eq!(EndpointError::PortNotAllowed.condition(), "not-acceptable");
     }
 
     #[test]

@@ -637,6 +637,15 @@ fn export_takes_every_unfinished_push_and_resume_sends_it() {
     );
     let plaintext = decrypt(&service.requests()[0].body);
     assert_eq!(plaintext, ok.payload);
+    // An expiry further out than any TTL is taken as the longest TTL.
+    let far = web_push::sender::ExportedJob {
+        expires: u64::MAX,
+        ..ok.clone()
+    };
+    new.resume(far).expect("resume");
+    assert_eq!(wait_for(&new, 1, Duration::from_secs(5)).len(), 1);
+    let ttl: u64 = service.requests()[1].headers["ttl"].parse().expect("ttl");
+    assert!((2_591_990..=2_592_000).contains(&ttl), "TTL {ttl}");
     let expired = web_push::sender::ExportedJob {
         expires: web_push::clock::unix_now() - 1,
         ..ok

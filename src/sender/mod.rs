@@ -198,6 +198,9 @@ impl Sender {
         if left.is_zero() {
             return Err(SenderError::Expired);
         }
+        // No push has more left than the longest TTL: a job that says so (a hand-made one, a
+        // clock set back) gets that much, and its expiry stays within what an Instant can hold.
+        let left = left.min(Duration::from_secs_f64(limits::TTL.max));
         let again = NewJob {
             account: job.account,
             endpoint: job.endpoint,

@@ -248,7 +248,7 @@ impl State {
             self.ready.push_front(parked);
         }
         if answer.attempt != Attempt::NotSent {
-            job.attempts += 1;
+            job.attempts = job.attempts.saturating_add(1);
         }
         job.last_status = answer.status;
         job.last_reason = Some(answer.reason);

@@ -139,3 +139,19 @@ fn a_push_past_its_ttl_expires_or_fails() {
         (Outcome::Failed, Some(503))
     );
 }
+
+#[test]
+fn attempts_resumed_at_the_most_stay_there() {
+    let now = Instant::now();
+    let mut state = State::new(1);
+    let endpoint = "https://push.example.net/x";
+    let mut job = test_job(1, "a@b", endpoint, Duration::from_secs(60), now);
+    job.attempts = u32::MAX;
+    state.ready.push_back(job);
+    state.take(now, &mut Vec::new()).expect("task");
+    let result = state.finish(1, LATER(), now, 0.5).expect("no retry");
+    assert_eq!(
+        (result.outcome, result.attempts),
+        (Outcome::Failed, u32::MAX)
+    );
+}

@@ -28,7 +28,6 @@ use self::core::{Core, Counters};
 use self::results::WakeSocket;
 use self::state::{Salvage, Selection};
 use crate::clock::{Clock, SystemClock};
-use crate::conversation::ConversationHasher;
 use crate::http::HttpClient;
 use crate::limits;
 use crate::payload::PayloadError;
@@ -56,7 +55,6 @@ pub struct Sender {
     core: Mutex<Arc<Core>>,
     socket: Arc<WakeSocket>,
     counters: Arc<Counters>,
-    hasher: ConversationHasher,
     next_id: AtomicU64,
     closed: AtomicBool,
     /// The process the threads run in, and how many forks it took to get there.
@@ -94,7 +92,6 @@ impl Sender {
         fork::watch();
         let socket = Arc::new(WakeSocket::new().map_err(|_| SenderError::Wakeup)?);
         let counters = Arc::new(Counters::default());
-        let hasher = ConversationHasher::new(&config.key);
         let recipe = Recipe {
             config,
             clock,
@@ -111,7 +108,6 @@ impl Sender {
             core: Mutex::new(core),
             socket,
             counters,
-            hasher,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             pid: AtomicU32::new(std::process::id()),
@@ -265,12 +261,8 @@ impl Sender {
         jobs.into_iter()
             .filter_map(|job| {
                 let data = &job.data;
-                let tag = || {
-                    self.hasher
-                        .tag(&data.endpoint, data.conversation.as_deref())
-                };
                 // A table that cannot be fitted would only ever be refused: it is not handed on.
-                let payload = data.payload.encode(tag).ok()?.into_owned();
+                let payload = core.preparer.payload(data).ok()?.into_owned();
                 let left = data.expires.saturating_duration_since(now);
                 Some(ExportedJob {
                     account: data.account.clone(),

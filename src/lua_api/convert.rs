@@ -101,7 +101,7 @@ pub fn policy_from(table: Option<&LuaTable>) -> Result<EndpointPolicy, String> {
             let mut hosts = Vec::new();
             for entry in list.sequence_values::<Value>() {
                 let entry = entry.map_err(|e| e.to_string())?;
-                hosts.push(text(&entry, "hosts entry")?);
+                hosts.push(text(&entry, "hosts entry")?.into());
             }
             Some(hosts)
         }

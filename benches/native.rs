@@ -48,18 +48,7 @@ fn table_job(endpoint: &str) -> NewJob {
 
 /// What a worker prepares: the module's table, tagged and fitted here as the worker does.
 fn job_data(endpoint: &str) -> JobData {
-    let now = Instant::now();
-    JobData {
-        account: "juliet@capulet.lit".into(),
-        endpoint: endpoint.to_owned(),
-        keys: SubscriptionKeys::decode(UA_PUBLIC, AUTH).expect("keys"),
-        payload: table_job(endpoint).payload,
-        urgency: Some(Urgency::High),
-        conversation: Some("romeo@montague.lit".into()),
-        expires: now + Duration::from_secs(86_400),
-        now_or_never: false,
-        accepted: now,
-    }
+    JobData::new(table_job(endpoint), Instant::now())
 }
 
 /// Runs `work` on `threads` threads for about `seconds`; returns operations per second in all.

@@ -3,6 +3,8 @@
 //! an older one; different across subscriptions, so neither a push service nor a service worker
 //! can link an account's subscriptions or learn who the conversation is with.
 
+use std::fmt::Write;
+
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -50,7 +52,12 @@ impl ConversationHasher {
     /// 32 characters of `[0-9a-f]`: what every push service accepts as a Topic.
     pub fn topic(&self, endpoint: &str, conversation: Option<&str>) -> String {
         let digest = self.digest(TOPIC_LABEL, endpoint, conversation);
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        let mut topic = String::with_capacity(32);
+        for byte in &digest[..16] {
+            // Writing to a String cannot fail.
+            let _ = write!(topic, "{byte:02x}");
+        }
+        topic
     }
 
     /// 22 characters of base64url.

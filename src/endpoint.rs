@@ -15,13 +15,13 @@ pub struct EndpointPolicy {
     /// Allows `http://` and loopback or private addresses: tests and private push services only.
     pub allow_insecure: bool,
     /// When set, the only host names allowed: exact names or `*.suffix` patterns, each
-    /// optionally with `:port` (without one, port 443).
-    pub hosts: Option<Vec<String>>,
+    /// optionally with `:port` (without one, port 443). Made from strings with `.into()`.
+    pub hosts: Option<Vec<HostEntry>>,
 }
 
 /// Why an endpoint was refused, split the way the enable IQ answers: malformed input is a
 /// `bad-request`, a well-formed URL that policy refuses is `not-acceptable`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum EndpointError {
     #[error("endpoint is missing")]
     Missing,
@@ -83,30 +83,52 @@ fn literal_address(host: &str) -> Option<IpAddr> {
 /// The port every https endpoint may use.
 const HTTPS_PORT: u16 = 443;
 
-/// An entry of the host list: a name or `*.suffix`, and the port it allows (443 when none is
-/// named). `[v6]:port` keeps its brackets in the name.
-fn split_entry(entry: &str) -> (String, Option<u16>) {
-    let entry = entry.trim();
-    if let Some((name, port)) = entry.rsplit_once(':') {
-        let bracketed_or_plain = !name.contains(':') || name.ends_with(']');
-        if bracketed_or_plain && !name.is_empty() {
-            if let Ok(port) = port.parse::<u16>() {
-                return (name.to_owned(), Some(port));
-            }
-        }
-    }
-    (entry.to_owned(), None)
+/// An entry of the host list, read once: a name or `*.suffix` (lower case, without a trailing
+/// dot), and the port it allows (443 when none is named). `[v6]:port` keeps its brackets in the
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    pattern: String,
+    port: Option<u16>,
 }
 
-fn host_matches(host: &str, pattern: &str) -> bool {
-    let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => {
-            host.len() > suffix.len() + 1
-                && host.ends_with(suffix)
-                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+impl From<&str> for HostEntry {
+    fn from(entry: &str) -> Self {
+        let entry = entry.trim();
+        let split = entry.rsplit_once(':').and_then(|(name, port)| {
+            let bracketed_or_plain = !name.contains(':') || name.ends_with(']');
+            let port = port.parse::<u16>().ok()?;
+            (bracketed_or_plain && !name.is_empty()).then_some((name, Some(port)))
+        });
+        let (name, port) = split.unwrap_or((entry, None));
+        Self {
+            pattern: name.trim().trim_end_matches('.').to_ascii_lowercase(),
+            port,
         }
-        None => host == pattern,
+    }
+}
+
+impl From<String> for HostEntry {
+    fn from(entry: String) -> Self {
+        Self::from(entry.as_str())
+    }
+}
+
+impl HostEntry {
+    /// Whether `host` (lower case, without a trailing dot) is this name or under this suffix.
+    fn matches(&self, host: &str) -> bool {
+        match self.pattern.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => host == self.pattern,
+        }
+    }
+
+    fn allows(&self, port: u16) -> bool {
+        self.port.unwrap_or(HTTPS_PORT) == port
     }
 }
 
@@ -150,18 +172,15 @@ impl EndpointPolicy {
             }
         }
         let port = authority.port_u16().unwrap_or(default_port(&scheme));
-        if let Some(allowed) = &self.hosts {
-            let entries: Vec<(String, Option<u16>)> =
-                allowed.iter().map(|entry| split_entry(entry)).collect();
-            let host_allowed = |(name, _): &&(String, Option<u16>)| host_matches(&host, name);
-            if !entries.iter().any(|entry| host_allowed(&entry)) {
+        if let Some(entries) = &self.hosts {
+            let mut matching = entries
+                .iter()
+                .filter(|entry| entry.matches(&host))
+                .peekable();
+            if matching.peek().is_none() {
                 return Err(EndpointError::HostNotAllowed);
             }
-            let port_named = entries
-                .iter()
-                .filter(host_allowed)
-                .any(|(_, named)| named.unwrap_or(HTTPS_PORT) == port);
-            if !self.allow_insecure && !port_named {
+            if !self.allow_insecure && !matching.any(|entry| entry.allows(port)) {
                 return Err(EndpointError::PortNotAllowed);
             }
         } else if !self.allow_insecure && port != HTTPS_PORT {
@@ -353,17 +372,7 @@ mod tests {
 
     #[test]
     fn only_port_443_unless_an_entry_names_another() {
-        let err = |policy: &EndpointPolicy, url: &str| policy.check(url).err();
         let strict = strict();
-        assert_eq!(err(&strict, "https://push.example.net:443/x"), None);
-        assert_eq!(
-            err(&strict, "https://push.example.net:25/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(
-            err(&strict, "https://push.example.net:8443/x").map(|e| e.condition()),
-            Some("not-acceptable")
-        );
         let listed = EndpointPolicy {
             allow_insecure: false,
             hosts: Some(vec![
@@ -373,56 +382,51 @@ mod tests {
                 "[2001:4860::1]:8443".into(),
             ]),
         };
-        assert_eq!(err(&listed, "https://push.example.net:8443/x"), None);
-        assert_eq!(
-            err(&listed, "https://push.example.net/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(
-            err(&listed, "https://push.example.net:8444/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://a.push.example.org:4443/x"), None);
-        assert_eq!(
-            err(&listed, "https://a.push.example.org/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://fcm.googleapis.com/x"), None);
-        assert_eq!(
-            err(&listed, "https://fcm.googleapis.com:8443/x"),
-            Some(EndpointError::PortNotAllowed)
-        );
-        assert_eq!(err(&listed, "https://[2001:4860::1]:8443/x"), None);
-        assert_eq!(
-            err(&listed, "https://other.example.net:8443/x"),
-            Some(EndpointError::HostNotAllowed)
-        );
         let insecure = EndpointPolicy {
             allow_insecure: true,
             hosts: Some(vec!["localhost".into()]),
         };
-        assert_eq!(err(&insecure, "https://localhost:38123/x"), None);
-        assert_eq!(err(&insecure, "http://localhost:8080/x"), None);
+        let port = Some(EndpointError::PortNotAllowed);
+        let host = Some(EndpointError::HostNotAllowed);
+        for (policy, url, refusal) in [
+            (&strict, "https://push.example.net:443/x", None),
+            (&strict, "https://push.example.net:25/x", port),
+            (&strict, "https://push.example.net:8443/x", port),
+            (&listed, "https://push.example.net:8443/x", None),
+            (&listed, "https://push.example.net/x", port),
+            (&listed, "https://push.example.net:8444/x", port),
+            (&listed, "https://a.push.example.org:4443/x", None),
+            (&listed, "https://a.push.example.org/x", port),
+            (&listed, "https://fcm.googleapis.com/x", None),
+            (&listed, "https://fcm.googleapis.com:8443/x", port),
+            (&listed, "https://[2001:4860::1]:8443/x", None),
+            (&listed, "https://other.example.net:8443/x", host),
+            (&insecure, "https://localhost:38123/x", None),
+            (&insecure, "http://localhost:8080/x", None),
+        ] {
+            assert_eq!(policy.check(url).err(), refusal, "{url}");
+        }
+        assert_eq!(EndpointError::PortNotAllowed.condition(), "not-acceptable");
     }
 
     #[test]
     fn host_entries_split_into_name_and_port() {
-        assert_eq!(
-            split_entry("a.example:8443"),
-            ("a.example".into(), Some(8443))
-        );
-        assert_eq!(
-            split_entry(" *.example:443 "),
-            ("*.example".into(), Some(443))
-        );
-        assert_eq!(split_entry("a.example"), ("a.example".into(), None));
-        assert_eq!(
-            split_entry("a.example:http"),
-            ("a.example:http".into(), None)
-        );
-        assert_eq!(split_entry("[::1]:8443"), ("[::1]".into(), Some(8443)));
-        assert_eq!(split_entry("::1"), ("::1".into(), None));
-        assert_eq!(split_entry(":443"), (":443".into(), None));
+        let entry = |pattern: &str, port: Option<u16>| HostEntry {
+            pattern: pattern.into(),
+            port,
+        };
+        for (text, read) in [
+            ("a.example:8443", entry("a.example", Some(8443))),
+            (" *.example:443 ", entry("*.example", Some(443))),
+            ("a.example", entry("a.example", None)),
+            ("a.example:http", entry("a.example:http", None)),
+            ("[::1]:8443", entry("[::1]", Some(8443))),
+            ("::1", entry("::1", None)),
+            (":443", entry(":443", None)),
+            ("Push.Example.NET.", entry("push.example.net", None)),
+        ] {
+            assert_eq!(HostEntry::from(text), read, "{text}");
+        }
     }
 
     #[test]

@@ -17,18 +17,14 @@ use crate::transport::{set_deadline, DeadlineTcpConnector};
 const MAX_ANSWER_BYTES: u64 = 4096;
 const MAX_REASON_CHARS: usize = 120;
 
-/// A Topic (RFC 8030 section 5.4) as every push service accepts it: 1-32 of `[A-Za-z0-9]`.
-pub fn valid_topic(topic: &str) -> bool {
-    (1..=32).contains(&topic.len()) && topic.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 /// What one request needs besides the encrypted body.
 pub struct PushHeaders<'a> {
     pub authorization: &'a str,
     /// Seconds the push service may keep the message: what is left of the push's TTL.
     pub ttl: u64,
     pub urgency: Option<Urgency>,
-    pub topic: Option<&'a str>,
+    /// RFC 8030 section 5.4: 32 of `[0-9a-f]`, the conversation's keyed hash.
+    pub topic: &'a str,
 }
 
 /// The push service's answer, classified.
@@ -42,12 +38,13 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn not_sent(reason: impl Into<String>) -> Self {
+    /// Not sent, for `reason` (a refusal's error, as its message says it).
+    pub fn not_sent(reason: impl std::fmt::Display) -> Self {
         Self {
             attempt: Attempt::NotSent,
             status: None,
             retry_after: None,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }
@@ -100,9 +97,7 @@ impl HttpClient {
         if let Some(urgency) = headers.urgency {
             request = request.header("Urgency", urgency.as_str());
         }
-        if let Some(topic) = headers.topic {
-            request = request.header("Topic", topic);
-        }
+        request = request.header("Topic", headers.topic);
         match request.send(body) {
             Ok(mut response) => {
                 let status = response.status().as_u16();

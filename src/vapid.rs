@@ -87,7 +87,7 @@ impl VapidSigner {
     pub fn sign(&self, audience: &str, now: u64) -> Result<String, VapidError> {
         let claims = serde_json::json!({
             "aud": audience,
-            "exp": now + TOKEN_LIFETIME_SECS,
+            "exp": now.saturating_add(TOKEN_LIFETIME_SECS),
             "sub": self.subject,
         });
         let claims = serde_json::to_vec(&claims).map_err(|_| VapidError::Signing)?;
@@ -157,6 +157,20 @@ mod tests {
         ] {
             assert_eq!(check_subject(bad), Err(VapidError::BadSubject), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_expiry_of_a_far_now_saturates() {
+        let key = VapidKey::generate().expect("key");
+        let signer = VapidSigner::new(&key, "mailto:admin@example.org").expect("signer");
+        let header = signer
+            .sign("https://push.example.net", u64::MAX)
+            .expect("sign");
+        let token = header.strip_prefix("vapid t=").expect("token");
+        let claims = token.split('.').nth(1).expect("claims");
+        let claims: serde_json::Value =
+            serde_json::from_slice(&b64::decode(claims).expect("b64")).expect("json");
+        assert_eq!(claims["exp"], u64::MAX);
     }
 
     #[test]

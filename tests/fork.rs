@@ -69,6 +69,7 @@ fn the_child_of_a_fork_sends_and_salvages_what_was_queued() {
     let in_flight = sender.push(job(slow.url("/slow"))).expect("push");
     assert!(eventually(Duration::from_secs(5), || sender
         .stats()
+        .counts
         .in_flight
         == 1));
     let queued = [
@@ -91,7 +92,7 @@ fn the_child_of_a_fork_sends_and_salvages_what_was_queued() {
         format!(
             "restarts={} workers_before={} fresh={} in_flight={} queued={} fd_same={}",
             stats.restarts,
-            before.workers,
+            before.counts.workers,
             delivered(fresh),
             delivered(in_flight),
             queued.iter().all(|id| delivered(*id)),
@@ -124,7 +125,7 @@ fn a_lock_held_at_the_fork_is_never_waited_for() {
         format!(
             "restarts={} workers={} delivered={}",
             stats.restarts,
-            stats.workers,
+            stats.counts.workers,
             results
                 .iter()
                 .any(|r| r.id == id && r.outcome == Outcome::Delivered)

@@ -53,7 +53,7 @@ fn backoff_doubles_from_one_second_for_ten_attempts_then_fails() {
     let mut waited = Duration::ZERO;
     for attempt in 1..MAX_ATTEMPTS {
         assert!(
-            eventually(REAL_WAIT, || sender.stats().waiting == 1),
+            eventually(REAL_WAIT, || sender.stats().counts.waiting == 1),
             "attempt {attempt}"
         );
         assert_eq!(service.count("/error"), attempt as usize);
@@ -95,7 +95,7 @@ fn retry_after_is_waited_for() {
     let service = PushService::start();
     let (sender, clock) = manual_sender(config(1, Duration::from_secs(5)));
     sender.push(job(service.url("/busy"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().waiting == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.waiting == 1));
     clock.advance(Duration::from_millis(6900));
     assert!(
         stays_at(&service, "/busy", 1),
@@ -119,7 +119,7 @@ fn retries_send_the_ttl_left_and_stop_before_it_runs_out() {
     // later, which leaves less than a second: the push fails instead.
     for (attempt, step) in [(1, 1), (2, 2), (3, 4)] {
         assert!(eventually(REAL_WAIT, || service.count("/error") == attempt));
-        assert!(eventually(REAL_WAIT, || sender.stats().waiting == 1));
+        assert!(eventually(REAL_WAIT, || sender.stats().counts.waiting == 1));
         clock.advance(Duration::from_secs(step));
     }
     let results = wait_for(&sender, 1, REAL_WAIT);
@@ -136,7 +136,7 @@ fn a_push_whose_ttl_ran_out_in_the_queue_expires_unsent() {
     let other = PushService::start();
     let (sender, clock) = manual_sender(config(1, Duration::from_secs(1)));
     sender.push(one_shot(other.url("/hang"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().in_flight == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.in_flight == 1));
     let id = sender
         .push(NewJob {
             ttl: Duration::from_secs(10),
@@ -156,7 +156,7 @@ fn a_waiting_retry_holds_no_thread() {
     let service = PushService::start();
     let (sender, _clock) = manual_sender(config(1, Duration::from_secs(5)));
     sender.push(job(service.url("/error"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().waiting == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.waiting == 1));
     let id = sender.push(job(service.url("/ok"))).expect("push");
     let results = wait_for(&sender, 1, REAL_WAIT);
     assert_eq!(results.len(), 1);
@@ -165,7 +165,7 @@ fn a_waiting_retry_holds_no_thread() {
         (id, Outcome::Delivered)
     );
     let stats = sender.stats();
-    assert_eq!((stats.waiting, stats.workers), (1, 1));
+    assert_eq!((stats.counts.waiting, stats.counts.workers), (1, 1));
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn cancel_reaches_a_waiting_retry() {
     let service = PushService::start();
     let (sender, clock) = manual_sender(config(1, Duration::from_secs(5)));
     let id = sender.push(job(service.url("/error"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().waiting == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.waiting == 1));
     assert_eq!(sender.cancel("someone@else.lit", None, None), 0);
     assert_eq!(
         sender.cancel(ACCOUNT, Some(&service.url("/error")), None),
@@ -187,7 +187,7 @@ fn cancel_reaches_a_waiting_retry() {
     assert_eq!((results[0].attempts, results[0].status), (1, Some(500)));
     clock.advance(Duration::from_secs(3600));
     assert!(stays_at(&service, "/error", 1));
-    assert_eq!(sender.stats().waiting, 0);
+    assert_eq!(sender.stats().counts.waiting, 0);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn a_push_cancelled_in_flight_is_not_retried() {
     let service = PushService::start();
     let (sender, clock) = manual_sender(config(1, Duration::from_millis(500)));
     let id = sender.push(job(service.url("/hang"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().in_flight == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.in_flight == 1));
     assert_eq!(
         sender.cancel(ACCOUNT, None, None),
         0,
@@ -219,21 +219,21 @@ fn parked_pushes_expire_too() {
     let service = PushService::start();
     let (sender, clock) = manual_sender(config(1, Duration::from_secs(2)));
     sender.push(job(service.url("/hang"))).expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().in_flight == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.in_flight == 1));
     // In flight for a (manual) second: stuck, so its origin is slow and the next push to it
     // waits behind it, parked.
     clock.advance(Duration::from_secs(1));
-    assert!(eventually(REAL_WAIT, || sender.stats().stuck == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.stuck == 1));
     let id = sender
         .push(NewJob {
             ttl: Duration::from_secs(5),
             ..job(service.url("/ok"))
         })
         .expect("push");
-    assert!(eventually(REAL_WAIT, || sender.stats().parked == 1));
+    assert!(eventually(REAL_WAIT, || sender.stats().counts.parked == 1));
     clock.advance(Duration::from_secs(10));
     let results = wait_for(&sender, 1, REAL_WAIT);
     assert_eq!((results[0].id, results[0].outcome), (id, Outcome::Expired));
-    assert_eq!(sender.stats().parked, 0);
+    assert_eq!(sender.stats().counts.parked, 0);
     assert_eq!(service.count("/ok"), 0);
 }

@@ -526,7 +526,7 @@ fn a_result_that_waits_for_its_batch_is_signalled_while_every_worker_is_busy() {
         "a waiting result was not signalled"
     );
     assert_eq!(sender.drain().len(), 1);
-    assert_eq!(sender.stats().in_flight, 1);
+    assert_eq!(sender.stats().counts.in_flight, 1);
 }
 
 #[test]
@@ -562,6 +562,7 @@ fn cancel_drops_queued_pushes_with_a_result_each() {
     sender.push(one_shot(other.url("/hang"))).expect("push");
     assert!(eventually(Duration::from_secs(2), || sender
         .stats()
+        .counts
         .in_flight
         == 1));
     let romeo = sender.push(job(service.url("/ok"))).expect("push");
@@ -607,15 +608,19 @@ fn export_takes_every_unfinished_push_and_resume_sends_it() {
     let other = PushService::start();
     let old = Sender::start(config(1, Duration::from_secs(1))).expect("sender");
     old.push(job(other.url("/hang"))).expect("push");
-    assert!(eventually(Duration::from_secs(2), || old.stats().in_flight == 1));
+    assert!(eventually(Duration::from_secs(2), || old
+        .stats()
+        .counts
+        .in_flight
+        == 1));
     old.push(job(service.url("/ok"))).expect("push");
     let exported = old.export();
     assert_eq!(exported.len(), 2, "the queued push and the one in flight");
-    assert_eq!(old.stats().queued, 0);
+    assert_eq!(old.stats().counts.queued, 0);
     // The request in flight times out, and its result is discarded.
     thread::sleep(Duration::from_millis(1500));
     assert!(old.drain().is_empty());
-    assert_eq!(old.stats().waiting, 0);
+    assert_eq!(old.stats().counts.waiting, 0);
 
     let new = Sender::start(config(1, Duration::from_secs(5))).expect("sender");
     let ok = exported
@@ -632,6 +637,15 @@ fn export_takes_every_unfinished_push_and_resume_sends_it() {
     );
     let plaintext = decrypt(&service.requests()[0].body);
     assert_eq!(plaintext, ok.payload);
+    // An expiry further out than any TTL is taken as the longest TTL.
+    let far = web_push::sender::ExportedJob {
+        expires: u64::MAX,
+        ..ok.clone()
+    };
+    new.resume(far).expect("resume");
+    assert_eq!(wait_for(&new, 1, Duration::from_secs(5)).len(), 1);
+    let ttl: u64 = service.requests()[1].headers["ttl"].parse().expect("ttl");
+    assert!((2_591_990..=2_592_000).contains(&ttl), "TTL {ttl}");
     let expired = web_push::sender::ExportedJob {
         expires: web_push::clock::unix_now() - 1,
         ..ok

@@ -260,7 +260,7 @@ fn hanging_origins_never_starve_a_healthy_one() {
     }
     // Every hanging request becomes stuck, and the pool grows past them.
     assert!(
-        eventually(Duration::from_secs(3), || sender.stats().stuck == 3),
+        eventually(Duration::from_secs(3), || sender.stats().counts.stuck == 3),
         "{:?}",
         sender.stats()
     );
@@ -271,13 +271,14 @@ fn hanging_origins_never_starve_a_healthy_one() {
         parked.push(sender.push(one_shot(endpoint.clone())).expect("push"));
     }
     assert!(
-        eventually(Duration::from_millis(500), || sender.stats().parked == 3),
+        eventually(Duration::from_millis(500), || sender.stats().counts.parked
+            == 3),
         "{:?}",
         sender.stats()
     );
     let stats = sender.stats();
-    assert_eq!(stats.stuck, 3, "{stats:?}");
-    assert!(stats.workers <= 2 + 3, "{stats:?}");
+    assert_eq!(stats.counts.stuck, 3, "{stats:?}");
+    assert!(stats.counts.workers <= 2 + 3, "{stats:?}");
     for round in 0..5 {
         let started = Instant::now();
         let id = sender.push(job(healthy.clone())).expect("push");
@@ -307,7 +308,7 @@ fn hanging_origins_never_starve_a_healthy_one() {
         assert_eq!((result.outcome, result.attempts), expected, "{result:?}");
     }
     assert!(
-        eventually(MARGIN, || sender.stats().workers == 2),
+        eventually(MARGIN, || sender.stats().counts.workers == 2),
         "{:?}",
         sender.stats()
     );

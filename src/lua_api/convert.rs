@@ -4,8 +4,12 @@
 use mlua::prelude::*;
 use mlua::{MultiValue, Value};
 
+use std::time::Duration;
+
 use crate::endpoint::EndpointPolicy;
 use crate::keys::VapidKey;
+use crate::limits::{self, Bound};
+use crate::subscription::SubscriptionKeys;
 
 pub fn failure(lua: &Lua, message: impl std::fmt::Display) -> LuaResult<MultiValue> {
     (Value::Nil, message.to_string()).into_lua_multi(lua)
@@ -50,14 +54,11 @@ pub fn optional_text(value: &Value, name: &str) -> Result<Option<String>, String
     }
 }
 
+/// A string argument as raw bytes (any bytes, not only UTF-8).
 pub fn bytes(value: &Value, name: &str) -> Result<Vec<u8>, String> {
     match value {
         Value::String(s) => Ok(s.as_bytes().to_vec()),
-        Value::Nil => Err(format!("{name} is missing")),
-        other => Err(format!(
-            "{name} must be a string, not {}",
-            other.type_name()
-        )),
+        other => text(other, name).map(String::into_bytes),
     }
 }
 
@@ -71,6 +72,25 @@ pub fn number(value: &Value, name: &str) -> Result<Option<f64>, String> {
             other.type_name()
         )),
     }
+}
+
+/// A duration in seconds: `default` when absent, else within `bound` (named after it).
+pub fn seconds(value: &Value, bound: Bound, default: Duration) -> Result<Duration, String> {
+    match number(value, bound.name)? {
+        None => Ok(default),
+        Some(seconds) => limits::check(bound, seconds)
+            .map(Duration::from_secs_f64)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A subscription's keys, decoded (their lengths checked, not whether p256dh is on the curve).
+pub fn subscription_keys(p256dh: &Value, auth: &Value) -> Result<SubscriptionKeys, String> {
+    with_str(p256dh, "p256dh", |p256dh| {
+        with_str(auth, "auth", |auth| {
+            SubscriptionKeys::decode(p256dh, auth).map_err(|e| e.to_string())
+        })
+    })
 }
 
 pub fn field(table: &LuaTable, name: &str) -> Result<Value, String> {
@@ -101,7 +121,7 @@ pub fn policy_from(table: Option<&LuaTable>) -> Result<EndpointPolicy, String> {
             let mut hosts = Vec::new();
             for entry in list.sequence_values::<Value>() {
                 let entry = entry.map_err(|e| e.to_string())?;
-                hosts.push(text(&entry, "hosts entry")?);
+                hosts.push(text(&entry, "hosts entry")?.into());
             }
             Some(hosts)
         }

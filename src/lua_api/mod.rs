@@ -8,9 +8,8 @@ mod testing;
 use mlua::prelude::*;
 use mlua::Value;
 
-use self::convert::{failure, key_arg, policy_from, text};
+use self::convert::{failure, key_arg, policy_from, subscription_keys, text};
 use crate::limits::{self, Bound};
-use crate::subscription::SubscriptionKeys;
 use crate::vapid::check_subject;
 
 fn bound_table(lua: &Lua, bound: Bound) -> LuaResult<LuaTable> {
@@ -82,10 +81,8 @@ fn web_push(lua: &Lua) -> LuaResult<LuaTable> {
     api.set(
         "check_subscription",
         lua.create_function(|lua, (p256dh, auth): (Value, Value)| {
-            let checked = text(&p256dh, "p256dh").and_then(|p256dh| {
-                let auth = text(&auth, "auth")?;
-                SubscriptionKeys::decode_and_check(&p256dh, &auth).map_err(|e| e.to_string())
-            });
+            let checked = subscription_keys(&p256dh, &auth)
+                .and_then(|keys| keys.check_point().map_err(|e| e.to_string()));
             match checked {
                 Ok(_) => true.into_lua_multi(lua),
                 Err(message) => failure(lua, message),

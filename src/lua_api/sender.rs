@@ -2,15 +2,14 @@
 
 use mlua::prelude::*;
 use mlua::{MultiValue, UserData, UserDataMethods, Value};
-use std::time::Duration;
 
 use super::convert::{
-    failure, field, json_value, key_arg, number, optional_text, policy_from, text, with_str,
+    failure, field, json_value, key_arg, number, optional_text, policy_from, seconds,
+    subscription_keys, text,
 };
 use crate::b64;
 use crate::limits::{self, Urgency};
 use crate::sender::{ExportedJob, NewJob, Payload, Sender, SenderConfig};
-use crate::subscription::SubscriptionKeys;
 
 /// A count option: its default when absent, else a whole number within its bound.
 fn count(options: &LuaTable, bound: limits::Bound, default: usize) -> Result<usize, String> {
@@ -28,12 +27,11 @@ pub fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {
     let subject = text(&field(options, "subject")?, "subject")?;
     let workers = count(options, limits::WORKERS, limits::DEFAULT_WORKERS)?;
     let queue_size = count(options, limits::QUEUE_SIZE, limits::DEFAULT_QUEUE_SIZE)?;
-    let timeout = match number(&field(options, "timeout")?, "timeout")? {
-        None => limits::DEFAULT_TIMEOUT,
-        Some(seconds) => Duration::from_secs_f64(
-            limits::check(limits::TIMEOUT, seconds).map_err(|e| e.to_string())?,
-        ),
-    };
+    let timeout = seconds(
+        &field(options, limits::TIMEOUT.name)?,
+        limits::TIMEOUT,
+        limits::DEFAULT_TIMEOUT,
+    )?;
     Ok(SenderConfig {
         key,
         subject,
@@ -42,14 +40,6 @@ pub fn sender_config(options: &LuaTable) -> Result<SenderConfig, String> {
         timeout,
         // `allow_insecure` and `hosts` sit in the options table itself.
         policy: policy_from(Some(options))?,
-    })
-}
-
-fn keys(p256dh: &Value, auth: &Value) -> Result<SubscriptionKeys, String> {
-    with_str(p256dh, "p256dh", |p256dh| {
-        with_str(auth, "auth", |auth| {
-            SubscriptionKeys::decode(p256dh, auth).map_err(|e| e.to_string())
-        })
     })
 }
 
@@ -62,15 +52,6 @@ fn urgency(value: &Value) -> Result<Option<Urgency>, String> {
     }
 }
 
-fn ttl(value: &Value) -> Result<Duration, String> {
-    match number(value, "ttl")? {
-        None => Ok(limits::DEFAULT_TTL),
-        Some(seconds) => Ok(Duration::from_secs_f64(
-            limits::check(limits::TTL, seconds).map_err(|e| e.to_string())?,
-        )),
-    }
-}
-
 /// `sender:push`'s arguments: account, endpoint, p256dh, auth, payload, ttl, urgency,
 /// conversation. Positional rather than a table: this runs once per push on Prosody's thread,
 /// and a table per push is garbage that Prosody's collector (tuned to collect early) pays for
@@ -79,7 +60,7 @@ type PushArgs = (Value, Value, Value, Value, Value, Value, Value, Value);
 
 fn new_job(
     lua: &Lua,
-    (account, endpoint, p256dh, auth, payload, ttl_value, urgency_value, conversation): PushArgs,
+    (account, endpoint, p256dh, auth, payload, ttl, urgency_value, conversation): PushArgs,
 ) -> Result<NewJob, String> {
     let payload = match payload {
         Value::String(s) => Payload::Json(s.as_bytes().to_vec()),
@@ -95,9 +76,9 @@ fn new_job(
     Ok(NewJob {
         account: text(&account, "account")?,
         endpoint: text(&endpoint, "endpoint")?,
-        keys: keys(&p256dh, &auth)?,
+        keys: subscription_keys(&p256dh, &auth)?,
         payload,
-        ttl: ttl(&ttl_value)?,
+        ttl: seconds(&ttl, limits::TTL, limits::DEFAULT_TTL)?,
         urgency: urgency(&urgency_value)?,
         conversation: optional_text(&conversation, "conversation")?,
     })
@@ -109,7 +90,7 @@ fn exported_from(table: &LuaTable) -> Result<ExportedJob, String> {
     Ok(ExportedJob {
         account: text(&field(table, "account")?, "account")?,
         endpoint: text(&field(table, "endpoint")?, "endpoint")?,
-        keys: keys(&field(table, "p256dh")?, &field(table, "auth")?)?,
+        keys: subscription_keys(&field(table, "p256dh")?, &field(table, "auth")?)?,
         payload: text(&field(table, "payload")?, "payload")?.into_bytes(),
         expires: expires.max(0.0) as u64,
         urgency: urgency(&field(table, "urgency")?)?,
@@ -214,12 +195,12 @@ impl UserData for LuaSender {
         methods.add_method("stats", |lua, this, ()| {
             let stats = this.0.stats();
             let table = lua.create_table()?;
-            table.set("queued", stats.queued)?;
-            table.set("parked", stats.parked)?;
-            table.set("waiting", stats.waiting)?;
-            table.set("in_flight", stats.in_flight)?;
-            table.set("stuck", stats.stuck)?;
-            table.set("workers", stats.workers)?;
+            table.set("queued", stats.counts.queued)?;
+            table.set("parked", stats.counts.parked)?;
+            table.set("waiting", stats.counts.waiting)?;
+            table.set("in_flight", stats.counts.in_flight)?;
+            table.set("stuck", stats.counts.stuck)?;
+            table.set("workers", stats.counts.workers)?;
             table.set("pushed", stats.pushed)?;
             table.set("refused", stats.refused)?;
             table.set("wakeups", stats.wakeups)?;

@@ -4,12 +4,11 @@
 use mlua::prelude::*;
 use mlua::Value;
 
-use super::convert::{bytes, failure, json_value, key_arg, text};
+use super::convert::{bytes, failure, json_value, key_arg, subscription_keys, text};
 use crate::clock::unix_now;
 use crate::endpoint::EndpointPolicy;
 use crate::limits;
 use crate::retry_after::parse_retry_after;
-use crate::subscription::SubscriptionKeys;
 use crate::vapid::VapidSigner;
 use crate::{b64, encrypt, payload};
 
@@ -18,15 +17,10 @@ pub fn table(lua: &Lua) -> LuaResult<LuaTable> {
     testing.set(
         "encrypt",
         lua.create_function(|lua, (p256dh, auth, plaintext): (Value, Value, Value)| {
-            let body = text(&p256dh, "p256dh")
-                .and_then(|p256dh| {
-                    let auth = text(&auth, "auth")?;
-                    SubscriptionKeys::decode(&p256dh, &auth).map_err(|e| e.to_string())
-                })
-                .and_then(|keys| {
-                    let plaintext = bytes(&plaintext, "plaintext")?;
-                    encrypt::encrypt(&keys, &plaintext).map_err(|e| e.to_string())
-                });
+            let body = subscription_keys(&p256dh, &auth).and_then(|keys| {
+                let plaintext = bytes(&plaintext, "plaintext")?;
+                encrypt::encrypt(&keys, &plaintext).map_err(|e| e.to_string())
+            });
             match body {
                 Ok(body) => lua.create_string(&body)?.into_lua_multi(lua),
                 Err(message) => failure(lua, message),

@@ -106,8 +106,7 @@ impl Core {
     }
 
     /// Queues a push for the workers. Runs on the caller's thread: one lock, rarely a wake-up.
-    pub fn enqueue(&self, job: Tracked) -> Result<u64, SenderError> {
-        let id = job.id;
+    pub fn enqueue(&self, job: Tracked) -> Result<(), SenderError> {
         let mut state = lock(&self.state);
         if state.closed {
             return Err(SenderError::Closed);
@@ -130,7 +129,7 @@ impl Core {
             self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
             self.wake[slot].notify_one();
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Stops taking jobs, drops the waiting ones and lets the threads go. Returns the number of

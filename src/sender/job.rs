@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::types::NewJob;
 use crate::limits::Urgency;
 use crate::payload::Payload;
 use crate::subscription::SubscriptionKeys;
@@ -25,6 +26,21 @@ pub struct JobData {
 }
 
 impl JobData {
+    /// A push accepted at `now`, expiring when its TTL runs out.
+    pub fn new(job: NewJob, now: Instant) -> Self {
+        Self {
+            account: job.account,
+            endpoint: job.endpoint,
+            keys: job.keys,
+            payload: job.payload,
+            urgency: job.urgency,
+            conversation: job.conversation,
+            expires: now + job.ttl,
+            now_or_never: job.ttl.is_zero(),
+            accepted: now,
+        }
+    }
+
     /// What slowness is counted per: the endpoint up to the end of its authority, as written
     /// (the policy, which parses it properly, runs when it is sent).
     pub fn origin(&self) -> &str {
@@ -70,36 +86,41 @@ impl Tracked {
     }
 }
 
+/// A push for the sender's unit tests: a `{}` payload to `endpoint`, accepted at `now`.
+#[cfg(test)]
+pub(crate) fn test_job(
+    id: u64,
+    account: &str,
+    endpoint: &str,
+    ttl: Duration,
+    now: Instant,
+) -> Tracked {
+    let job = NewJob {
+        account: account.into(),
+        endpoint: endpoint.into(),
+        keys: SubscriptionKeys {
+            p256dh: [4; 65],
+            auth: [0; 16],
+        },
+        payload: Payload::Json(b"{}".to_vec()),
+        ttl,
+        urgency: None,
+        conversation: None,
+    };
+    Tracked::new(id, JobData::new(job, now), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job(ttl: Duration, now_or_never: bool) -> Tracked {
-        let now = Instant::now();
-        let keys = SubscriptionKeys {
-            p256dh: [4; 65],
-            auth: [0; 16],
-        };
-        Tracked::new(
-            1,
-            JobData {
-                account: "a@b".into(),
-                endpoint: "https://p.example/x".into(),
-                keys,
-                payload: Payload::Json(b"{}".to_vec()),
-                urgency: None,
-                conversation: None,
-                expires: now + ttl,
-                now_or_never,
-                accepted: now,
-            },
-            0,
-        )
+    fn job(ttl: Duration) -> Tracked {
+        test_job(1, "a@b", "https://p.example/x", ttl, Instant::now())
     }
 
     #[test]
     fn ttl_left_runs_out() {
-        let mut tracked = job(Duration::from_secs(10), false);
+        let mut tracked = job(Duration::from_secs(10));
         let start = tracked.data.accepted;
         assert_eq!(tracked.ttl_left(start), Some(Duration::from_secs(10)));
         assert_eq!(
@@ -113,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_origin_is_the_endpoint_up_to_its_authority() {
-        let mut tracked = job(Duration::from_secs(1), false);
+        let mut tracked = job(Duration::from_secs(1));
         let data = Arc::get_mut(&mut tracked.data).expect("only owner");
         for (endpoint, origin) in [
             (
@@ -131,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_zero_ttl_gets_one_attempt() {
-        let mut tracked = job(Duration::ZERO, true);
+        let mut tracked = job(Duration::ZERO);
         let later = tracked.data.accepted + Duration::from_secs(1);
         assert_eq!(tracked.ttl_left(later), Some(Duration::ZERO));
         tracked.attempts = 1;

@@ -28,7 +28,6 @@ use self::core::{Core, Counters};
 use self::results::WakeSocket;
 use self::state::{Salvage, Selection};
 use crate::clock::{Clock, SystemClock};
-use crate::conversation::ConversationHasher;
 use crate::http::HttpClient;
 use crate::limits;
 use crate::payload::PayloadError;
@@ -38,7 +37,9 @@ pub use self::origins::STUCK_AFTER;
 pub use self::pool::MAX_EXTRA_WORKERS;
 pub use self::prepare::{Prepared, Preparer};
 pub use self::results::FinalResult;
-pub use self::types::{ExportedJob, HttpFactory, NewJob, Recipe, SenderConfig, SenderError, Stats};
+pub use self::types::{
+    Counts, ExportedJob, HttpFactory, NewJob, Recipe, SenderConfig, SenderError, Stats,
+};
 pub use crate::payload::Payload;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,7 +55,6 @@ pub struct Sender {
     core: Mutex<Arc<Core>>,
     socket: Arc<WakeSocket>,
     counters: Arc<Counters>,
-    hasher: ConversationHasher,
     next_id: AtomicU64,
     closed: AtomicBool,
     /// The process the threads run in, and how many forks it took to get there.
@@ -92,7 +92,6 @@ impl Sender {
         fork::watch();
         let socket = Arc::new(WakeSocket::new().map_err(|_| SenderError::Wakeup)?);
         let counters = Arc::new(Counters::default());
-        let hasher = ConversationHasher::new(&config.key);
         let recipe = Recipe {
             config,
             clock,
@@ -109,7 +108,6 @@ impl Sender {
             core: Mutex::new(core),
             socket,
             counters,
-            hasher,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             pid: AtomicU32::new(std::process::id()),
@@ -176,8 +174,8 @@ impl Sender {
         Ok(core)
     }
 
-    /// Queues a push and returns its id at once. A table payload gets its `tag` and is fitted
-    /// to the size limit here; an endpoint the policy refuses gets its `refused` result.
+    /// Queues a push and returns its id at once; an endpoint the policy refuses gets its
+    /// `refused` result.
     pub fn push(&self, job: NewJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
         limits::check(limits::TTL, job.ttl.as_secs_f64())?;
@@ -185,48 +183,35 @@ impl Sender {
         if let Payload::Json(json) = &job.payload {
             check_json_len(json)?;
         }
-        let payload = job.payload;
-        let now = self.recipe.clock.now();
-        let data = JobData {
-            account: job.account,
-            endpoint: job.endpoint,
-            keys: job.keys,
-            payload,
-            urgency: job.urgency,
-            conversation: job.conversation,
-            expires: now + job.ttl,
-            now_or_never: job.ttl.is_zero(),
-            accepted: now,
-        };
-        self.accept(&core, data, 0)
+        self.accept(&core, job, 0)
     }
 
     /// Queues an exported push again, with the TTL it has left.
     pub fn resume(&self, job: ExportedJob) -> Result<u64, SenderError> {
         let core = self.open_core()?;
         check_json_len(&job.payload)?;
-        let payload = Payload::Json(job.payload);
         let left = Duration::from_secs(job.expires).saturating_sub(self.recipe.clock.unix());
         if left.is_zero() {
             return Err(SenderError::Expired);
         }
-        let now = self.recipe.clock.now();
-        let data = JobData {
+        // No push has more left than the longest TTL: a job that says so (a hand-made one, a
+        // clock set back) gets that much, and its expiry stays within what an Instant can hold.
+        let left = left.min(Duration::from_secs_f64(limits::TTL.max));
+        let again = NewJob {
             account: job.account,
             endpoint: job.endpoint,
             keys: job.keys,
-            payload,
+            payload: Payload::Json(job.payload),
+            ttl: left,
             urgency: job.urgency,
             conversation: job.conversation,
-            expires: now + left,
-            now_or_never: false,
-            accepted: now,
         };
-        self.accept(&core, data, job.attempts)
+        self.accept(&core, again, job.attempts)
     }
 
-    fn accept(&self, core: &Core, data: JobData, attempts: u32) -> Result<u64, SenderError> {
+    fn accept(&self, core: &Core, job: NewJob, attempts: u32) -> Result<u64, SenderError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = JobData::new(job, self.recipe.clock.now());
         core.enqueue(job::Tracked::new(id, data, attempts))?;
         self.counters.pushed.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -276,12 +261,8 @@ impl Sender {
         jobs.into_iter()
             .filter_map(|job| {
                 let data = &job.data;
-                let tag = || {
-                    self.hasher
-                        .tag(&data.endpoint, data.conversation.as_deref())
-                };
                 // A table that cannot be fitted would only ever be refused: it is not handed on.
-                let payload = data.payload.encode(tag).ok()?.into_owned();
+                let payload = core.preparer.payload(data).ok()?.into_owned();
                 let left = data.expires.saturating_duration_since(now);
                 Some(ExportedJob {
                     account: data.account.clone(),
@@ -308,15 +289,10 @@ impl Sender {
         let counts = if self.native() {
             lock(&core.state).counts()
         } else {
-            state::Counts::default()
+            Counts::default()
         };
         Stats {
-            queued: counts.queued,
-            parked: counts.parked,
-            waiting: counts.waiting,
-            in_flight: counts.in_flight,
-            stuck: counts.stuck,
-            workers: counts.workers,
+            counts,
             pushed: self.counters.pushed.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
             wakeups: self.counters.wakeups.load(Ordering::Relaxed),
@@ -326,7 +302,7 @@ impl Sender {
 
     /// Threads running now.
     pub fn live_workers(&self) -> usize {
-        self.stats().workers
+        self.stats().counts.workers
     }
 
     /// Stops taking pushes, drops the waiting ones and lets the threads go. Returns the number

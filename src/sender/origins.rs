@@ -168,43 +168,46 @@ impl Origins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sender::job::JobData;
-    use crate::subscription::SubscriptionKeys;
+    use crate::sender::job::test_job;
 
     fn job(id: u64, origin: &str) -> Tracked {
-        let now = Instant::now();
-        Tracked::new(
+        let endpoint = format!("{origin}/x");
+        test_job(
             id,
-            JobData {
-                account: "a@b".into(),
-                endpoint: format!("{origin}/x"),
-                keys: SubscriptionKeys {
-                    p256dh: [4; 65],
-                    auth: [0; 16],
-                },
-                payload: crate::payload::Payload::Json(b"{}".to_vec()),
-                urgency: None,
-                conversation: None,
-                expires: now + Duration::from_secs(60),
-                now_or_never: false,
-                accepted: now,
-            },
-            0,
+            "a@b",
+            &endpoint,
+            Duration::from_secs(60),
+            Instant::now(),
         )
+    }
+
+    /// `origin` with one request in flight, stuck, and the pushes `ids` parked behind it.
+    fn stuck_with_parked(origin: &str, ids: impl IntoIterator<Item = u64>) -> Origins {
+        let mut origins = Origins::default();
+        origins.started(origin);
+        origins.stuck(origin);
+        for id in ids {
+            origins.park(job(id, origin));
+        }
+        origins
+    }
+
+    fn ids(jobs: &[Tracked]) -> Vec<u64> {
+        jobs.iter().map(|job| job.id).collect()
     }
 
     #[test]
     fn a_healthy_origin_takes_any_number_of_requests() {
         let mut origins = Origins::default();
-        let origin: Arc<str> = Arc::from("https://fcm.example");
+        let origin = "https://fcm.example";
         let now = Instant::now();
         for _ in 0..5 {
-            assert!(!origins.must_park(&origin, now));
-            origins.started(&origin);
+            assert!(!origins.must_park(origin, now));
+            origins.started(origin);
         }
         for _ in 0..5 {
             assert!(origins
-                .finished(&origin, false, Health::Answered, now)
+                .finished(origin, false, Health::Answered, now)
                 .is_empty());
         }
         origins.forget_idle(now);
@@ -213,61 +216,43 @@ mod tests {
 
     #[test]
     fn a_stuck_origin_parks_and_releases_all_once_it_answers() {
-        let mut origins = Origins::default();
-        let origin: Arc<str> = Arc::from("https://slow.example");
+        let origin = "https://slow.example";
         let now = Instant::now();
-        origins.started(&origin);
-        assert!(!origins.must_park(&origin, now));
-        origins.stuck(&origin);
-        assert!(origins.must_park(&origin, now));
-        origins.park(job(2, &origin));
-        origins.park(job(3, &origin));
+        let mut origins = stuck_with_parked(origin, [2, 3]);
+        assert!(origins.must_park(origin, now));
         assert_eq!(origins.parked(), 2);
-        let released = origins.finished(&origin, true, Health::Answered, now);
-        assert_eq!(released.iter().map(|j| j.id).collect::<Vec<_>>(), [2, 3]);
+        let released = origins.finished(origin, true, Health::Answered, now);
+        assert_eq!(ids(&released), [2, 3]);
         assert_eq!(origins.parked(), 0);
     }
 
     #[test]
     fn a_timed_out_origin_gets_one_probe_at_a_time() {
-        let mut origins = Origins::default();
-        let origin: Arc<str> = Arc::from("https://dead.example");
+        let origin = "https://dead.example";
         let now = Instant::now();
-        origins.started(&origin);
-        origins.stuck(&origin);
-        origins.park(job(2, &origin));
-        origins.park(job(3, &origin));
-        let released = origins.finished(&origin, true, Health::TimedOut, now);
-        assert_eq!(released.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
-        origins.started(&origin);
-        assert!(
-            origins.must_park(&origin, now),
-            "still slow after a timeout"
-        );
+        let mut origins = stuck_with_parked(origin, [2, 3]);
+        let released = origins.finished(origin, true, Health::TimedOut, now);
+        assert_eq!(ids(&released), [2]);
+        origins.started(origin);
+        assert!(origins.must_park(origin, now), "still slow after a timeout");
         assert_eq!(origins.first_slow_lapse(now), Some(now + SLOW_FOR));
         // It answers: the rest may go, and it is healthy again.
-        let released = origins.finished(&origin, false, Health::Answered, now);
-        assert_eq!(released.iter().map(|j| j.id).collect::<Vec<_>>(), [3]);
-        assert!(!origins.must_park(&origin, now));
+        let released = origins.finished(origin, false, Health::Answered, now);
+        assert_eq!(ids(&released), [3]);
+        assert!(!origins.must_park(origin, now));
         // A timeout is forgotten after a while.
-        origins.started(&origin);
-        origins.finished(&origin, false, Health::TimedOut, now);
-        origins.started(&origin);
-        assert!(origins.must_park(&origin, now + SLOW_FOR - Duration::from_secs(1)));
-        assert!(!origins.must_park(&origin, now + SLOW_FOR));
+        origins.started(origin);
+        origins.finished(origin, false, Health::TimedOut, now);
+        origins.started(origin);
+        assert!(origins.must_park(origin, now + SLOW_FOR - Duration::from_secs(1)));
+        assert!(!origins.must_park(origin, now + SLOW_FOR));
     }
 
     #[test]
     fn parked_pushes_can_be_taken_out() {
-        let mut origins = Origins::default();
-        let origin: Arc<str> = Arc::from("https://slow.example");
-        origins.started(&origin);
-        origins.stuck(&origin);
-        for id in 1..=4 {
-            origins.park(job(id, &origin));
-        }
+        let mut origins = stuck_with_parked("https://slow.example", 1..=4);
         let taken = origins.take_parked_unless(|job| job.id % 2 == 0);
-        assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(ids(&taken), [1, 3]);
         assert_eq!(origins.parked(), 2);
         assert!(origins.first_parked_expiry().is_some());
     }

@@ -148,7 +148,7 @@ fn attempt(core: &Core, task: &Task) -> Answer {
         authorization: &prepared.authorization,
         ttl: task.ttl.as_secs(),
         urgency: task.data.urgency,
-        topic: Some(&prepared.topic),
+        topic: &prepared.topic,
     };
     core.http
         .post(&task.data.endpoint, &headers, &prepared.body)

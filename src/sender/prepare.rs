@@ -2,11 +2,14 @@
 //! JSON (a table's is tagged and fitted here, off Prosody's thread), encrypt, sign. Public for
 //! the benchmark, which measures exactly the work a worker does per push.
 
+use std::borrow::Cow;
+
 use crate::conversation::ConversationHasher;
-use crate::encrypt::{self, EncryptError};
+use crate::encrypt;
 use crate::endpoint::EndpointPolicy;
 use crate::http::Answer;
 use crate::keys::VapidKey;
+use crate::payload::PayloadError;
 use crate::vapid::{VapidError, VapidSigner};
 
 use super::job::JobData;
@@ -35,24 +38,13 @@ impl Preparer {
     /// The endpoint is checked again here, against the policy the sender was started with:
     /// nothing leaves that the policy does not allow, whatever was stored earlier.
     pub fn prepare(&self, job: &JobData) -> Result<Prepared, Answer> {
-        let endpoint = self
-            .policy
-            .check(&job.endpoint)
-            .map_err(|error| Answer::not_sent(error.to_string()))?;
-        let payload = job
-            .payload
-            .encode(|| self.hasher.tag(&job.endpoint, job.conversation.as_deref()))
-            .map_err(|error| Answer::not_sent(error.to_string()))?;
-        let body = encrypt::encrypt(&job.keys, &payload).map_err(|error| match error {
-            EncryptError::BadPublicKey => {
-                Answer::not_sent("p256dh is not a point on the P-256 curve")
-            }
-            other => Answer::not_sent(other.to_string()),
-        })?;
+        let endpoint = self.policy.check(&job.endpoint).map_err(Answer::not_sent)?;
+        let payload = self.payload(job).map_err(Answer::not_sent)?;
+        let body = encrypt::encrypt(&job.keys, &payload).map_err(Answer::not_sent)?;
         let authorization = self
             .vapid
             .header_for(&endpoint.origin)
-            .map_err(|error| Answer::not_sent(error.to_string()))?;
+            .map_err(Answer::not_sent)?;
         let topic = self
             .hasher
             .topic(&job.endpoint, job.conversation.as_deref());
@@ -61,5 +53,11 @@ impl Preparer {
             authorization,
             topic,
         })
+    }
+
+    /// The notification JSON as it is sent: a table's tagged and fitted.
+    pub fn payload<'a>(&self, job: &'a JobData) -> Result<Cow<'a, [u8]>, PayloadError> {
+        job.payload
+            .encode(|| self.hasher.tag(&job.endpoint, job.conversation.as_deref()))
     }
 }

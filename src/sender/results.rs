@@ -178,7 +178,7 @@ impl Results {
                 }
                 Some(due) => self
                     .held_back
-                    .wait_timeout(list, due - Instant::now())
+                    .wait_timeout(list, due.saturating_duration_since(Instant::now()))
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0),
                 None => self

@@ -11,6 +11,7 @@ use super::job::{JobData, Tracked};
 use super::origins::{Health, Origins, STUCK_AFTER};
 use super::pool::Pool;
 use super::results::FinalResult;
+use super::types::Counts;
 use crate::http::Answer;
 use crate::outcome::{Attempt, Outcome};
 use crate::retry;
@@ -80,16 +81,6 @@ impl Selection<'_> {
                 .conversation
                 .is_none_or(|c| data.conversation.as_deref().unwrap_or("") == c)
     }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub queued: usize,
-    pub parked: usize,
-    pub waiting: usize,
-    pub in_flight: usize,
-    pub stuck: usize,
-    pub workers: usize,
 }
 
 /// Pushes taken over from before a fork.
@@ -257,7 +248,7 @@ impl State {
             self.ready.push_front(parked);
         }
         if answer.attempt != Attempt::NotSent {
-            job.attempts += 1;
+            job.attempts = job.attempts.saturating_add(1);
         }
         job.last_status = answer.status;
         job.last_reason = Some(answer.reason);

@@ -3,25 +3,12 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sender::job::JobData;
-use crate::subscription::SubscriptionKeys;
+use crate::sender::job::test_job;
 
 fn push(state: &mut State, id: u64, account: &str, now: Instant) {
-    let data = JobData {
-        account: account.into(),
-        endpoint: "https://push.example.net/x".into(),
-        keys: SubscriptionKeys {
-            p256dh: [4; 65],
-            auth: [0; 16],
-        },
-        payload: crate::payload::Payload::Json(b"{}".to_vec()),
-        urgency: None,
-        conversation: None,
-        expires: now + Duration::from_secs(60),
-        now_or_never: false,
-        accepted: now,
-    };
-    state.ready.push_back(Tracked::new(id, data, 0));
+    let endpoint = "https://push.example.net/x";
+    let job = test_job(id, account, endpoint, Duration::from_secs(60), now);
+    state.ready.push_back(job);
 }
 
 fn answer(attempt: Attempt, status: Option<u16>) -> Answer {
@@ -150,5 +137,21 @@ fn a_push_past_its_ttl_expires_or_fails() {
     assert_eq!(
         (finals[0].outcome, finals[0].status),
         (Outcome::Failed, Some(503))
+    );
+}
+
+#[test]
+fn attempts_resumed_at_the_most_stay_there() {
+    let now = Instant::now();
+    let mut state = State::new(1);
+    let endpoint = "https://push.example.net/x";
+    let mut job = test_job(1, "a@b", endpoint, Duration::from_secs(60), now);
+    job.attempts = u32::MAX;
+    state.ready.push_back(job);
+    state.take(now, &mut Vec::new()).expect("task");
+    let result = state.finish(1, LATER(), now, 0.5).expect("no retry");
+    assert_eq!(
+        (result.outcome, result.attempts),
+        (Outcome::Failed, u32::MAX)
     );
 }

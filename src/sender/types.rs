@@ -93,17 +93,32 @@ impl std::fmt::Debug for ExportedJob {
     }
 }
 
+/// The pushes the sender holds and the threads it runs, now.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
+pub struct Counts {
+    /// Ready for a worker.
     pub queued: usize,
+    /// Parked behind a slow origin's request.
     pub parked: usize,
+    /// Waiting for a retry.
     pub waiting: usize,
     pub in_flight: usize,
+    /// Of those in flight, the stuck ones.
     pub stuck: usize,
     /// Threads running now.
     pub workers: usize,
+}
+
+/// What `stats` tells: the counts now, and totals since the sender started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub counts: Counts,
+    /// Pushes accepted.
     pub pushed: u64,
+    /// Pushes refused because the queue was full.
     pub refused: u64,
+    /// Pushes that had to wake a sleeping worker.
     pub wakeups: u64,
+    /// Times the threads were brought back after a fork.
     pub restarts: u64,
 }

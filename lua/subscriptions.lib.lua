@@ -15,6 +15,9 @@
 
 local cache = require "util.cache";
 local hashes = require "util.hashes";
+local datamanager = require "util.datamanager";
+local lfs = require "lfs";
+local storagemanager = require "core.storagemanager";
 local usermanager = require "core.usermanager";
 
 local CACHE_SIZE = 10000;
@@ -36,6 +39,10 @@ local function new(options)
 	local store = options.store;
 	local host = module.host;
 	local entries = cache.new(CACHE_SIZE);
+	-- With internal storage each account's record is a file, which every write replaces (a new
+	-- inode) and a purge removes: whether it is still the file the cache was made from is two
+	-- stat calls, where reading it again (on other storage) costs a parse and its garbage.
+	local file_backed = changed_elsewhere and select(2, storagemanager.get_driver(host, "web_push")) == "internal";
 
 	-- A short name for a subscription in log lines: the push service's origin and a hash of the
 	-- endpoint, whose path is a capability and stays out of logs.
@@ -76,6 +83,18 @@ local function new(options)
 		return entry;
 	end
 
+	-- The entry made of what storage holds now, cached, with what tells later whether the stored
+	-- record was replaced or removed behind this process's back.
+	local function remember(user, stored)
+		local entry = make_entry(user, stored);
+		if file_backed and next(entry.subs) ~= nil then
+			local path = datamanager.getpath(user, host, "web_push");
+			entry.file, entry.inode, entry.modified = path, lfs.attributes(path, "ino"), lfs.attributes(path, "modification");
+		end
+		entries:set(user, entry);
+		return entry;
+	end
+
 	local function read(user)
 		local stored, err = store:get(user);
 		if stored == nil and err ~= nil then
@@ -91,9 +110,7 @@ local function new(options)
 		if entry then return entry; end
 		local stored, err = read(user);
 		if not stored then return nil, err; end
-		entry = make_entry(user, stored);
-		entries:set(user, entry);
-		return entry;
+		return remember(user, stored);
 	end
 
 	-- The next get(user) reads storage again: the account was deleted, registered again, logged
@@ -113,7 +130,7 @@ local function new(options)
 		local before = {};
 		for endpoint, record in pairs(stored) do before[endpoint] = record; end
 		if not edit(stored) then
-			entries:set(user, make_entry(user, stored));
+			remember(user, stored);
 			return true, {};
 		end
 		local ok, write_err = store:set(user, next(stored) ~= nil and stored or nil);
@@ -121,7 +138,7 @@ local function new(options)
 			module:log("error", "Cannot store the push subscriptions of %s: %s", user, tostring(write_err));
 			return nil, write_err or "storage failed";
 		end
-		entries:set(user, make_entry(user, stored));
+		remember(user, stored);
 		local account, forgotten = user .. "@" .. host, {};
 		for endpoint, old in pairs(before) do
 			local now = stored[endpoint];
@@ -229,6 +246,13 @@ local function new(options)
 		if not changed_elsewhere then return; end
 		local entry = entries:get(user);
 		if not (entry and next(entry.subs) ~= nil) then return; end
+		if entry.file then
+			if lfs.attributes(entry.file, "ino") ~= entry.inode
+			or lfs.attributes(entry.file, "modification") ~= entry.modified then
+				entries:set(user, nil); -- the next get reads what is there now
+			end
+			return;
+		end
 		local stored = read(user);
 		if not stored then -- the next get tries again
 			entries:set(user, nil);
@@ -248,7 +272,7 @@ local function new(options)
 		for endpoint in pairs(entry.subs) do
 			if same and not pushable(endpoint, stored[endpoint]) then same = false; end
 		end
-		if not same then entries:set(user, make_entry(user, stored)); end
+		if not same then remember(user, stored); end
 	end
 
 	return {

@@ -317,7 +317,11 @@ function World:require_for_module(name)
 		return self:usermanager_module();
 	elseif name == "core.storagemanager" then
 		local w = self;
-		return { initialize_host = function (host) w.initialized = host; end };
+		return {
+			initialize_host = function (host) w.initialized = host; end;
+			-- The stand-in's stores are memory, not internal storage's files.
+			get_driver = function () return nil, "memory"; end;
+		};
 	end
 	return require(name);
 end

@@ -40,8 +40,9 @@ local function new(options)
 	local host = module.host;
 	local entries = cache.new(CACHE_SIZE);
 	-- With internal storage each account's record is a file, which every write replaces (a new
-	-- inode) and a purge removes: whether it is still the file the cache was made from is two
-	-- stat calls, where reading it again (on other storage) costs a parse and its garbage.
+	-- inode: it is written aside and renamed) and a purge removes, and nothing but this module
+	-- writes it: whether it is still the file the cache was made from is one stat call, where
+	-- reading it again (on other storage) costs a parse and its garbage.
 	local file_backed = changed_elsewhere and select(2, storagemanager.get_driver(host, "web_push")) == "internal";
 
 	-- A short name for a subscription in log lines: the push service's origin and a hash of the
@@ -89,7 +90,7 @@ local function new(options)
 		local entry = make_entry(user, stored);
 		if file_backed and next(entry.subs) ~= nil then
 			local path = datamanager.getpath(user, host, "web_push");
-			entry.file, entry.inode, entry.modified = path, lfs.attributes(path, "ino"), lfs.attributes(path, "modification");
+			entry.file, entry.inode = path, lfs.attributes(path, "ino");
 		end
 		entries:set(user, entry);
 		return entry;
@@ -247,8 +248,7 @@ local function new(options)
 		local entry = entries:get(user);
 		if not (entry and next(entry.subs) ~= nil) then return; end
 		if entry.file then
-			if lfs.attributes(entry.file, "ino") ~= entry.inode
-			or lfs.attributes(entry.file, "modification") ~= entry.modified then
+			if lfs.attributes(entry.file, "ino") ~= entry.inode then
 				entries:set(user, nil); -- the next get reads what is there now
 			end
 			return;

@@ -55,7 +55,9 @@ test-deps:
 test-rust:
 	$(CARGO) test --release --locked
 
+# Some specs run Prosody 13's own util.watchdog, from the copy the e2e setup unpacks.
 test-spec: all
+	tests/e2e/setup.sh
 	$(BUSTED) --lpath='spec/?.lua;spec/helpers/?.lua' spec
 
 # The native library's output checked by implementations not written here (http_ece, PyJWT).

@@ -40,8 +40,8 @@ local function new(options)
 	-- `user` was active in `conversation`.
 	local function seen(user, conversation, session)
 		if type(conversation) ~= "string" then return; end
-		local entry = subscriptions.get(user);
-		if not (entry and next(entry.subs)) then return; end
+		local entry = subscriptions.subscribed(user);
+		if not entry then return; end
 		local t = now();
 		for endpoint, sub in pairs(entry.subs) do
 			if not (session and tied(session, endpoint)) then

@@ -251,7 +251,7 @@ end
 local function on_outgoing_message(event)
 	local origin, stanza = event.origin, event.stanza;
 	local user, to = origin.type == "c2s" and origin.username, stanza.attr.to;
-	if not (user and to and notices.is_activity(stanza)) then return; end
+	if not (user and to and subscriptions.subscribed(user) and notices.is_activity(stanza)) then return; end
 	local bare = jid.bare(to);
 	activity.seen(user, bare, origin);
 	if bare ~= to then activity.seen(user, to, origin); end
@@ -263,8 +263,7 @@ local function on_presence_to_session(event)
 	local room, nick = groupchat.own_nick(stanza);
 	if not room then return; end
 	local user = local_user(stanza.attr.to);
-	local entry = user and subscriptions.get(user);
-	if entry and next(entry.subs) then groupchat.learn(user, room, nick); end
+	if user and subscriptions.subscribed(user) then groupchat.learn(user, room, nick); end
 end
 
 -- Events of the user's own PEP service (mod_pep): bookmarks (settings, nicks) and displayed
@@ -291,7 +290,7 @@ end
 
 local function on_displayed_published(event)
 	local user = pep_user(event);
-	if not user then return; end
+	if not (user and subscriptions.subscribed(user)) then return; end
 	local session; -- the client that published it, when it is one of this host's sessions
 	if type(event.actor) == "string" then
 		local node, _, resource = jid.split(event.actor);

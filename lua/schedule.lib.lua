@@ -321,8 +321,8 @@ local function new(options)
 
 	-- One stanza to an account's subscriptions (except those in `skip`), each at most once.
 	local function push_stanza(user, stanza, archive_id, skip)
-		local entry = subscriptions.get(user);
-		if not (entry and next(entry.subs)) or entry.disabled then return; end
+		local entry = subscriptions.subscribed(user);
+		if not entry or entry.disabled then return; end
 		local account = entry.account;
 		local notice = notices.of(stanza, account, user);
 		if not notice then return; end

@@ -2,7 +2,8 @@
 --   { [endpoint] = { p256dh =, auth =, enabled_at =, errors = } },
 -- cached per account so that a push never reads storage.
 --
--- What other libs read (never write): get(user) gives an account's entry
+-- What other libs read (never write): get(user) gives an account's entry (subscribed(user) the
+-- same, only when it has subscriptions)
 --   { user =, account = "user@host", disabled = true|nil, subs = { [endpoint] = sub } },
 --   sub = { user =, account =, endpoint =, p256dh =, auth =, errors =, ref = },
 -- holding only records that can be pushed to (a damaged record stays stored, untouched). `ref` is
@@ -112,6 +113,13 @@ local function new(options)
 		local stored, err = read(user);
 		if not stored then return nil, err; end
 		return remember(user, stored);
+	end
+
+	-- The account's entry when it has subscriptions, else nil. Most accounts have none: a hook that
+	-- only matters to an account with subscriptions asks this before any work of its own.
+	local function subscribed(user)
+		local entry = get(user);
+		if entry and next(entry.subs) ~= nil then return entry; end
 	end
 
 	-- The next get(user) reads storage again: the account was deleted, registered again, logged
@@ -276,7 +284,7 @@ local function new(options)
 	end
 
 	return {
-		get = get, drop_cached = drop_cached, recheck = recheck, ref = ref, label = label,
+		get = get, subscribed = subscribed, drop_cached = drop_cached, recheck = recheck, ref = ref, label = label,
 		add = add, forget = forget, forget_all = forget_all,
 		count_failure = count_failure, clear_failures = clear_failures,
 	};

@@ -112,12 +112,15 @@ local function new(options)
 		return s ~= nil and s.endpoints[endpoint] == true;
 	end
 
-	-- Subscriptions tied to a session of the account: those get pushes through smacks events.
-	local function tied_endpoints(user)
-		local tied = {};
+	-- What an archived stanza does not push to: the subscriptions tied to a session of the account,
+	-- which get its stanzas through smacks events (nil when none is tied). A call rings on all.
+	local function tied_unless_call(user, notice)
+		if notice.call then return nil; end
+		local tied;
 		for _, session in pairs(sessions_of(user)) do
 			local s = session.web_push;
 			if s then
+				tied = tied or {};
 				for endpoint in pairs(s.endpoints) do tied[endpoint] = true; end
 			end
 		end
@@ -267,7 +270,7 @@ local function new(options)
 	end
 
 	return {
-		tie = tie, untie = untie, is_tied = is_tied, tied_endpoints = tied_endpoints,
+		tie = tie, untie = untie, is_tied = is_tied, tied_unless_call = tied_unless_call,
 		started = started, queued = queued, ended = ended, ack_delayed = ack_delayed, unbound = unbound,
 		resume_after_reload = resume_after_reload, stop = stop,
 	};

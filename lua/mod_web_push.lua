@@ -232,12 +232,11 @@ end
 -- Archived for an account that has sessions: to subscriptions not tied to one (calls to all).
 local function on_archive_message_added(event)
 	local user, stanza = event.for_user, event.stanza;
-	if not (user and stanza and prosody.hosts[host].sessions[user]) then return; end
+	if not (user and stanza and prosody.hosts[host].sessions[user] and subscriptions.subscribed(user)) then return; end
 	local to = stanza.attr.to;
 	local recipient = to and local_user(to) or (not to and event.origin and event.origin.username);
 	if recipient ~= user then return; end
-	local skip = not notices.is_call(notices.unwrap(stanza)) and hibernation.tied_endpoints(user) or nil;
-	schedule.push_stanza(user, stanza, event.id ~= nil and tostring(event.id) or nil, skip);
+	schedule.push_stanza(user, stanza, event.id ~= nil and tostring(event.id) or nil, hibernation.tied_unless_call);
 end
 
 -- Other modules ask for a push (not caused by a stanza).

@@ -237,7 +237,7 @@ local function new(options)
 	return {
 		of = of, ping = ping, payload = payload, copy = copy, merge = merge, urgency = urgency_of,
 		valid_urgency = function (urgency) return urgency_rank[urgency] ~= nil; end,
-		unwrap = unwrap, is_call = is_call, archive_id = archive_id, is_activity = is_activity,
+		archive_id = archive_id, is_activity = is_activity,
 	};
 end
 

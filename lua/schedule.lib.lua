@@ -319,7 +319,8 @@ local function new(options)
 		flow.in_flight = flow.in_flight + 1;
 	end
 
-	-- One stanza to an account's subscriptions (except those in `skip`), each at most once.
+	-- One stanza to an account's subscriptions, each at most once; skip(user, notice), when given,
+	-- is asked only for a stanza that pushes, and names the endpoints to leave out (or nil).
 	local function push_stanza(user, stanza, archive_id, skip)
 		local entry = subscriptions.subscribed(user);
 		if not entry or entry.disabled then return; end
@@ -327,8 +328,9 @@ local function new(options)
 		local notice = notices.of(stanza, account, user);
 		if not notice then return; end
 		archive_id = archive_id or notices.archive_id(stanza, account);
+		local skipped = skip and skip(user, notice);
 		for endpoint, sub in pairs(entry.subs) do
-			if not (skip and skip[endpoint]) and first_time(stanza, archive_id, sub.ref) then
+			if not (skipped and skipped[endpoint]) and first_time(stanza, archive_id, sub.ref) then
 				offer(sub, notice);
 			end
 		end

@@ -214,19 +214,13 @@ local function on_resource_unbind(event)
 	if event.session then hibernation.unbound(event.session); end
 end
 
-local function on_offline_message(event)
+-- A message stored offline, or a group chat message to the account's bare JID.
+local function on_message_to_account(event)
 	local stanza = event.stanza;
 	local user = event.username or local_user(stanza.attr.to);
 	if not user then return; end
 	subscriptions.recheck(user);
 	schedule.push_stanza(user, stanza);
-end
-
-local function on_groupchat_message(event)
-	local user = local_user(event.stanza.attr.to);
-	if not user then return; end
-	subscriptions.recheck(user);
-	schedule.push_stanza(user, event.stanza);
 end
 
 -- Archived for an account that has sessions: to subscriptions not tied to one (calls to all).
@@ -353,8 +347,8 @@ module:hook("smacks-hibernation-stanza-queued", on_hibernation_stanza_queued);
 module:hook("smacks-hibernation-end", on_hibernation_end);
 module:hook("smacks-ack-delayed", on_ack_delayed);
 module:hook("resource-unbind", on_resource_unbind);
-module:hook("message/offline/handle", on_offline_message, 1);
-module:hook("message/bare/groupchat", on_groupchat_message, 1);
+module:hook("message/offline/handle", on_message_to_account, 1);
+module:hook("message/bare/groupchat", on_message_to_account, 1);
 module:hook("archive-message-added", on_archive_message_added);
 module:hook("cloud-notify-ping", on_ping);
 module:hook("pre-message/bare", on_outgoing_message);

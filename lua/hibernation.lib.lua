@@ -165,16 +165,7 @@ local function new(options)
 				local by_conversation = {}; -- in order of arrival
 				for _, d in ipairs(described) do
 					if schedule.first_time(d.stanza, d.archive_id, sub.ref) then
-						local conversation = d.notice.conversation;
-						local into;
-						for _, notice in ipairs(by_conversation) do
-							if notice.conversation == conversation then into = notice; break; end
-						end
-						if into then
-							notices.merge(into, d.notice);
-						else
-							by_conversation[#by_conversation + 1] = notices.copy(d.notice);
-						end
+						notices.fold(by_conversation, d.notice);
 					end
 				end
 				for _, notice in ipairs(by_conversation) do

@@ -146,6 +146,16 @@ local function merge(into, n)
 	into.done = into.done or n.done;
 end
 
+-- Folds notice n into `list` (notices of one's own, one per conversation, oldest first): merged
+-- into the one of its conversation, else a copy of it at the end.
+local function fold(list, n)
+	local conversation = n.conversation;
+	for i = 1, #list do
+		if list[i].conversation == conversation then return merge(list[i], n); end
+	end
+	list[#list + 1] = copy(n);
+end
+
 -- options: important_only, with_body, with_sender, important_body (nil: none), latency (a
 -- module:measure "times" function), judge(user, account, message, kind) -> "push" | "count" | nil
 -- (groupchat.verdict: what a message from or through a room means), client_url (nil: no
@@ -235,7 +245,7 @@ local function new(options)
 	end
 
 	return {
-		of = of, ping = ping, payload = payload, copy = copy, merge = merge, urgency = urgency_of,
+		of = of, ping = ping, payload = payload, fold = fold, urgency = urgency_of,
 		valid_urgency = function (urgency) return urgency_rank[urgency] ~= nil; end,
 		archive_id = archive_id, is_activity = is_activity,
 	};

@@ -194,14 +194,10 @@ local function new(options)
 	local function enqueue(flow, notice)
 		local waiting = flow.waiting;
 		if not waiting then
-			flow.waiting = { notices.copy(notice) };
-			return;
+			waiting = {};
+			flow.waiting = waiting;
 		end
-		local conversation = notice.conversation;
-		for i = 1, #waiting do
-			if waiting[i].conversation == conversation then return notices.merge(waiting[i], notice); end
-		end
-		waiting[#waiting + 1] = notices.copy(notice);
+		notices.fold(waiting, notice);
 	end
 
 	local function flow_of(sub)

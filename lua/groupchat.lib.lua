@@ -100,15 +100,6 @@ local function new(options)
 	local settings, default = options.settings, defaults[options.mode] or "on-mention";
 	local nicks = cache.new(CACHE_SIZE); -- user -> { [room] = nick }
 
-	local function nick_of(user, room)
-		local rooms = nicks:get(user);
-		return rooms and rooms[room] or settings.nick(user, room);
-	end
-
-	local function setting_of(user, room)
-		return settings.of(user, room) or default;
-	end
-
 	local function mentions(message, account, room, nick)
 		-- The occupant JID is made only for a message that carries a reference or a reply.
 		local occupant;
@@ -135,11 +126,14 @@ local function new(options)
 		if type(from) ~= "string" then return nil; end
 		local room, room_host, nick_from = jid.split(from);
 		room = room and (room .. "@" .. room_host) or room_host;
+		local bookmark = settings.bookmark(user, room);
+		local setting = bookmark and bookmark.setting;
 		if kind == "private" then -- addressed to the user: only the room's own "never" holds it back
-			return settings.of(user, room) ~= "never" and "push" or nil;
+			return setting ~= "never" and "push" or nil;
 		end
-		local setting = setting_of(user, room);
-		local nick = nick_of(user, room);
+		setting = setting or default;
+		local learned = nicks:get(user);
+		local nick = learned and learned[room] or bookmark and bookmark.nick;
 		if nick and nick_from == nick then return nil; end -- the room echoing the user's own message
 		if setting == "always" then return "push"; end
 		if setting == "never" then return nil; end

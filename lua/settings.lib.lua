@@ -122,16 +122,10 @@ local function new(options)
 		return accounts:get(user) or load(user);
 	end
 
-	-- The account's XEP-0492 setting for a room: "always", "on-mention", "never" or nil.
-	local function of(user, room)
-		local entry = rooms_of(user)[room];
-		return entry and entry.setting;
-	end
-
-	-- The nickname the account's bookmark gives the room, or nil.
-	local function nick(user, room)
-		local entry = rooms_of(user)[room];
-		return entry and entry.nick;
+	-- What the account's bookmark of a room says, or nil: { setting = its XEP-0492 setting
+	-- ("always", "on-mention", "never" or nil), nick = the nickname it gives the room (or nil) }.
+	local function bookmark(user, room)
+		return rooms_of(user)[room];
 	end
 
 	-- A bookmark published (added or changed). Accounts not read yet are left to their first need,
@@ -159,7 +153,7 @@ local function new(options)
 
 	return {
 		node = xmlns_bookmarks, available = pep ~= nil,
-		of = of, nick = nick, published = published, retracted = retracted, cleared = cleared, forget = forget,
+		bookmark = bookmark, published = published, retracted = retracted, cleared = cleared, forget = forget,
 	};
 end
 

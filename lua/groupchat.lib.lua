@@ -95,9 +95,10 @@ local function uri_jid(uri)
 	return jid.prep(address);
 end
 
--- options: settings (settings.lib), mode (web_push_groupchat).
+-- options: settings (settings.lib), mode (web_push_groupchat), body_of(message) (notices.lib's:
+-- a message's body text).
 local function new(options)
-	local settings, default = options.settings, defaults[options.mode] or "on-mention";
+	local settings, default, body_of = options.settings, defaults[options.mode] or "on-mention", options.body_of;
 	local nicks = cache.new(CACHE_SIZE); -- user -> { [room] = nick }
 
 	local function mentions(message, account, room, nick)
@@ -115,7 +116,7 @@ local function new(options)
 		local reply = message:get_child("reply", xmlns_reply);
 		if reply and type(reply.attr.to) == "string" and is_us(jid.prep(reply.attr.to)) then return true; end
 		if not nick then return false; end
-		local body = message:get_child_text("body") or message:get_child_text("body", "jabber:client");
+		local body = body_of(message);
 		return body ~= nil and has_word(body, nick);
 	end
 

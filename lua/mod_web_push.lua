@@ -139,8 +139,9 @@ local results = module:require("results").new({
 	sender = sender; subscriptions = subscriptions; max_errors = max_errors;
 });
 local settings = module:require("settings").new({ pep = mod_pep });
-local groupchat = module:require("groupchat").new({ settings = settings; mode = groupchat_mode });
-local notices = module:require("notices").new({
+local notices_lib = module:require "notices";
+local groupchat = module:require("groupchat").new({ settings = settings; mode = groupchat_mode; body_of = notices_lib.body_of });
+local notices = notices_lib.new({
 	important_only = important_only; with_body = with_body; with_sender = with_sender;
 	important_body = important_body; latency = results.latency; judge = groupchat.verdict; client_url = client_url;
 });

@@ -42,6 +42,8 @@ local function is_call(message)
 	return message:get_child("propose", xmlns_jmi) ~= nil;
 end
 
+-- A message's body text, whether its <body/> shares the message's namespace or names
+-- jabber:client itself.
 local function body_of(message)
 	return message:get_child_text("body") or message:get_child_text("body", "jabber:client");
 end
@@ -251,4 +253,4 @@ local function new(options)
 	};
 end
 
-return { new = new };
+return { new = new, body_of = body_of };

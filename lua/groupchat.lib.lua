@@ -196,4 +196,4 @@ local function new(options)
 	return { verdict = verdict, own_nick = own_nick, learn = learn, forget = forget, save = save, restore = restore };
 end
 
-return { new = new, has_word = has_word };
+return { new = new };

@@ -140,7 +140,7 @@ local function new(options)
 	end
 
 	return {
-		start = start, stop = stop, drain = drain, latency = latency,
+		start = start, stop = stop, latency = latency,
 		sent = sent, not_sent = not_sent, given_up = given_up,
 	};
 end

@@ -152,9 +152,9 @@ local function new(options)
 	end
 
 	return {
-		node = xmlns_bookmarks, available = pep ~= nil,
-		bookmark = bookmark, published = published, retracted = retracted, cleared = cleared, forget = forget,
+		node = xmlns_bookmarks, bookmark = bookmark, published = published, retracted = retracted, cleared = cleared,
+		forget = forget,
 	};
 end
 
-return { new = new, read_conference = read_conference };
+return { new = new };

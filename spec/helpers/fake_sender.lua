@@ -1,11 +1,10 @@
--- The native sender of API v2 (doc/native-api.md), faked for the specs around the real library: jobs are
--- checked, fitted to the payload limit and encrypted for real; each gets exactly one final result,
--- when the spec answers it (World:answer) or when it is cancelled, unless it is exported or
--- dropped by close. The endpoint policy is applied at send time: a job the policy refuses is never
--- sent, its result "refused".
-local json = require "util.json";
+-- The native sender (doc/native-api.md), faked for the specs around the real library: jobs are
+-- checked, fitted to the payload limit (testing.fit_payload) and encrypted for real; each gets
+-- exactly one final result, when the spec answers it (World:answer) or when it is cancelled,
+-- unless it is exported or dropped by close. The endpoint policy is applied at send time: a job
+-- the policy refuses is never sent, its result "refused".
 
-local LIMITS, testing, deep_copy; -- from the stand-in (install)
+local LIMITS, testing; -- from the stand-in (install)
 
 local Sender = {};
 Sender.__index = Sender;
@@ -30,52 +29,6 @@ local function new(world, options)
 end
 
 local urgencies = { ["very-low"] = true, low = true, normal = true, high = true };
-local ELLIPSIS = "\226\128\166";
-
--- The first n characters of a UTF-8 text.
-local function first_chars(text, n)
-	local stop = utf8.offset(text, n + 1);
-	return stop and text:sub(1, stop - 1) or text;
-end
-
--- The sender's fitting of a table payload to the limit, for a library built before API v2 (which
--- has testing.fit_payload): the bodies cut to as many whole characters as fit, with an ellipsis;
--- if that is not enough, without the sender and the notification's title.
-local function fit_model(payload, limit)
-	local encoded = json.encode(payload);
-	if #encoded <= limit then return encoded; end
-	local holders = {};
-	if type(payload["last-message-body"]) == "string" then holders[#holders + 1] = { payload, "last-message-body" }; end
-	if type(payload.notification) == "table" and type(payload.notification.body) == "string" then
-		holders[#holders + 1] = { payload.notification, "body" };
-	end
-	local longest = 0;
-	for _, h in ipairs(holders) do
-		h.text = h[1][h[2]];
-		longest = math.max(longest, utf8.len(h.text) or #h.text);
-	end
-	local function with(n)
-		for _, h in ipairs(holders) do
-			local kept = first_chars(h.text, n);
-			h[1][h[2]] = kept == h.text and kept or kept .. ELLIPSIS;
-		end
-		return json.encode(payload);
-	end
-	local lo, hi = 0, longest;
-	while lo < hi do
-		local mid = (lo + hi + 1) // 2;
-		if #with(mid) <= limit then lo = mid; else hi = mid - 1; end
-	end
-	encoded = with(lo);
-	if #encoded <= limit then return encoded; end
-	if payload["last-message-sender"] ~= nil or (type(payload.notification) == "table" and payload.notification.title ~= nil) then
-		for _, h in ipairs(holders) do h[1][h[2]] = h.text; end
-		payload["last-message-sender"] = nil;
-		if type(payload.notification) == "table" then payload.notification.title = nil; end
-		return fit_model(payload, limit);
-	end
-	return nil, "payload too large";
-end
 
 local function fit(payload)
 	local limit = LIMITS.payload;
@@ -84,9 +37,7 @@ local function fit(payload)
 		return payload;
 	end
 	if type(payload) ~= "table" then return nil, "payload is missing"; end
-	local fit_payload = testing().fit_payload;
-	if fit_payload then return fit_payload(payload); end
-	return fit_model(deep_copy(payload), limit);
+	return testing().fit_payload(payload);
 end
 
 -- A job taken: the record the specs look at (record.job holds the push's arguments).
@@ -212,7 +163,7 @@ function Sender:close() self.closed = true; end
 
 -- The stand-in hands over what the fake shares with it.
 local function install(standin)
-	LIMITS, testing, deep_copy = standin.LIMITS, standin.testing, standin.deep_copy;
+	LIMITS, testing = standin.LIMITS, standin.testing;
 	return new;
 end
 

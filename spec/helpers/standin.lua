@@ -2,9 +2,9 @@
 --
 -- Real parts: Prosody's own util modules (util.stanza, util.events, util.cache, util.json,
 -- util.hashes, util.watchdog, util.async...) from /usr/lib/prosody, and the native library built
--- by `make` (keys, endpoint and subscription checks, encryption) -- only its sender is replaced, by
--- one that follows the native API v2 (fake_sender.lua: final outcomes, cancel, export, resume)
--- and whose answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
+-- by `make` (keys, endpoint and subscription checks, encryption, fitting payloads) -- only its
+-- sender is replaced, by one that follows doc/native-api.md (fake_sender.lua: final outcomes,
+-- cancel, export, resume) and whose answers the spec chooses. Stand-ins: the module API (core/moduleapi.lua, module:require included), global
 -- events, a manual clock that drives every timer, keyval storage in memory that can be made to
 -- fail, sessions, accounts (usermanager, 0.12's or 13's with disabled accounts), mod_smacks'
 -- hibernation watchdog, net.server's watchfd, and mod_pep (pep.lua: real util.pubsub services,
@@ -52,13 +52,13 @@ function M.parse(text)
 	return assert(xml.parse(text));
 end
 
--- What the native library of API v2 says in `limits`, for a library built before it.
+-- The bounds doc/native-api.md gives `limits`: the specs hold the module (which reads the native
+-- library's own) and the fake sender to them.
 M.LIMITS = { workers = { 1, 64 }, queue_size = { 1, 1000000 }, timeout = { 0.1, 600 }, ttl = { 0, 2592000 }, payload = 3000 };
 
--- The test-only functions: in `testing` from API v2 on, on the main table before.
+-- The native library's test-only functions.
 function M.testing()
-	local native = M.native();
-	return native.testing or native;
+	return M.native().testing;
 end
 
 local function deep_copy(value)
@@ -539,12 +539,10 @@ function World:virtual_host(host, options)
 	return host;
 end
 
--- The native library as the module sees it: the real one, with the fake sender (and `limits` when
--- the library predates API v2).
+-- The native library as the module sees it: the real one, with the fake sender.
 function World:native_for_module(new_sender)
 	local w = self;
 	local lib = setmetatable({}, { __index = w.native });
-	lib.limits = w.native.limits or M.LIMITS;
 	lib.new_sender = new_sender or function (opts) return w:new_sender(opts); end;
 	return lib;
 end

@@ -1,15 +1,8 @@
--- web_files.lib.lua: serves the web client files over Prosody's HTTP server (DESIGN.md, "Web
--- client files"): /web_push/sw.js (the service worker) and /web_push/converse-web-push.js (the
--- Converse.js plugin), from the folder `web/` that `make` puts beside mod_web_push.lua.
+-- The web client files over Prosody's HTTP server (DESIGN.md, "Web client files"): /web_push/sw.js
+-- (the service worker) and /web_push/converse-web-push.js (the Converse.js plugin), from the folder
+-- `web/` that `make` puts beside mod_web_push.lua. The path is the HTTP app "web_push" (admins move
+-- it with http_paths = { web_push = "/..." }).
 --
--- mod_web_push.lua calls it once, in the part that runs on a VirtualHost (after the prosodyctl and
--- host type checks), with this one line:
---
---     module:require "web_files".serve(module:get_directory() .. "/web");
---
--- module:require runs this file in the module's environment, so `module` is the host's module.
--- The path is the HTTP app "web_push" (admins move it with http_paths = { web_push = "/..." }). They
--- are served whenever Prosody's HTTP server runs on the host.
 -- The files are read once, at load: an upgraded module serves its new files after a reload or
 -- restart, like its Lua code. Browsers revalidate them on every use (no-cache, with an ETag), so
 -- they pick the new ones up at once, without a stale copy in a cache.

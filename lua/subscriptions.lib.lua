@@ -246,6 +246,20 @@ local function new(options)
 		end);
 	end
 
+	-- Whether the entry holds what can be pushed to of the stored record, with the same keys.
+	local function holds(entry, stored)
+		for endpoint, record in pairs(stored) do
+			if pushable(endpoint, record) then
+				local sub = entry.subs[endpoint];
+				if not (sub and sub.p256dh == record.p256dh and sub.auth == record.auth) then return false; end
+			end
+		end
+		for endpoint in pairs(entry.subs) do
+			if not pushable(endpoint, stored[endpoint]) then return false; end
+		end
+		return true;
+	end
+
 	-- Before a push to an account without a session. Where accounts are deleted and registered
 	-- by another process, which tells this one nothing, what is cached for such an account may be
 	-- the subscriptions of an earlier account of that name, so they are read from storage again.
@@ -267,20 +281,7 @@ local function new(options)
 			return;
 		end
 		-- The usual answer is "unchanged": then the entry stays, and nothing new is made of it.
-		local same = true;
-		for endpoint, record in pairs(stored) do
-			if pushable(endpoint, record) then
-				local sub = entry.subs[endpoint];
-				if not (sub and sub.p256dh == record.p256dh and sub.auth == record.auth) then
-					same = false;
-					break;
-				end
-			end
-		end
-		for endpoint in pairs(entry.subs) do
-			if same and not pushable(endpoint, stored[endpoint]) then same = false; end
-		end
-		if not same then remember(user, stored); end
+		if not holds(entry, stored) then remember(user, stored); end
 	end
 
 	return {

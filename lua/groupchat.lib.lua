@@ -125,8 +125,8 @@ local function new(options)
 	local function verdict(user, account, message, kind)
 		local from = message.attr.from;
 		if type(from) ~= "string" then return nil; end
-		local room, room_host, nick_from = jid.split(from);
-		room = room and (room .. "@" .. room_host) or room_host;
+		local node, room_host, nick_from = jid.split(from);
+		local room = jid.join(node, room_host);
 		local bookmark = settings.bookmark(user, room);
 		local setting = bookmark and bookmark.setting;
 		if kind == "private" then -- addressed to the user: only the room's own "never" holds it back
@@ -153,8 +153,8 @@ local function new(options)
 			if code == "110" then self_presence = true; elseif code == "303" then changed = true; end
 		end
 		if not self_presence then return nil; end
-		local room, room_host, nick = jid.split(stanza.attr.from);
-		if not (room and nick) then return nil; end
+		local node, room_host, nick = jid.split(stanza.attr.from);
+		if not (node and nick) then return nil; end
 		if stanza.attr.type == "unavailable" then
 			if not changed then return nil; end -- left the room: the nick stays for its other sessions
 			local item = x:get_child("item");
@@ -163,7 +163,7 @@ local function new(options)
 		elseif stanza.attr.type ~= nil then
 			return nil;
 		end
-		return room .. "@" .. room_host, nick;
+		return jid.join(node, room_host), nick;
 	end
 
 	local function learn(user, room, nick)

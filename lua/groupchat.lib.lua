@@ -66,6 +66,10 @@ local function code_at(text, at)
 	return ok and cp or nil;
 end
 
+-- A body written to hold the nick inside other words over and over ("aaaa…" for the nick "a")
+-- would have every place looked at on Prosody's thread; a real message names it a few times.
+local MAX_PLACES = 64;
+
 -- Whether `nick` is in `body` as a whole word (ASCII letters compared without case). The edges of
 -- the nick that are not letters themselves ("[bot]") need no separator.
 local function has_word(body, nick)
@@ -75,7 +79,7 @@ local function has_word(body, nick)
 	local first_word = is_word_code(code_at(needle, 1));
 	local last_word = is_word_code(code_before(needle, n + 1));
 	local init = 1;
-	while true do
+	for _ = 1, MAX_PLACES do
 		local at = haystack:find(needle, init, true);
 		if not at then return false; end
 		if not (first_word and is_word_code(code_before(haystack, at)))
@@ -84,6 +88,7 @@ local function has_word(body, nick)
 		end
 		init = at + 1;
 	end
+	return false;
 end
 
 -- The JID an xmpp: URI names (percent-escapes decoded), or nil.

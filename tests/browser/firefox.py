@@ -16,6 +16,8 @@ import time
 
 from marionette_driver.marionette import Marionette
 
+from harness import procs
+
 FIREFOX = os.environ.get("FIREFOX", "firefox-esr")
 
 
@@ -255,18 +257,7 @@ class Firefox:
 
     def profile_processes(self):
         """Pids of the processes whose command line names this run's profile directory."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    arguments = f.read().split(b"\0")
-            except OSError:
-                continue
-            if self.profile.encode() in arguments:
-                found.append(int(entry))
-        return found
+        return procs.pids_where("cmdline", self.profile)
 
     def cleanup(self):
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -51,18 +51,24 @@ def pids_with_config(config_path):
 
 def pids_with_env(name, value):
     """Live processes (other than this one) whose environment holds name=value."""
-    wanted = os.fsencode(f"{name}={value}")
+    return pids_where("environ", f"{name}={value}")
+
+
+def pids_where(part, item):
+    """Live processes (other than this one) whose /proc/<pid>/<part> (a NUL-separated list such as
+    environ or cmdline) holds `item` as one of its entries."""
+    wanted = os.fsencode(item)
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/{part}", "rb") as f:
+                entries = f.read().split(b"\0")
         except OSError:
             continue
-        if wanted in environ and pid_alive(int(name)):
-            found.append(int(name))
+        if wanted in entries and pid_alive(int(entry)):
+            found.append(int(entry))
     return found
 
 
